@@ -1,0 +1,126 @@
+"""What every architecture needs: the per-point inputs, the decode-batch fixed point and the TPOT tail."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import ndtri
+
+from .. import latency as lat
+from .. import queueing as qu
+from ..calibration import Efficiency
+from ..types import Hardware, Model
+
+
+class Scenario(NamedTuple):
+    """Workload and contract of one point (all arrays; bounds already multiplied by the SLO scale)."""
+
+    input_len: jax.Array
+    output_len: jax.Array
+    input_cv: jax.Array
+    output_cv: jax.Array
+    ttft: jax.Array          # s
+    tpot: jax.Array          # s
+    q: jax.Array             # contract percentile in (0, 1)
+    mean_mode: jax.Array     # 1: report and constrain means instead of quantiles
+    arrival_ca2: jax.Array   # squared coefficient of variation of inter-arrival times (1 = Poisson)
+    kv_bandwidth: jax.Array  # B/s per prefill GPU
+    cache_hit: jax.Array     # fraction of prompt tokens served from a prefix KV cache
+    fp8: jax.Array           # 1: FP8 weights, KV and tensor cores
+
+
+class Point(NamedTuple):
+    hw: Hardware
+    model: Model
+    eff: Efficiency
+    sc: Scenario
+
+
+class Latency(NamedTuple):
+    """Latency at a per-instance arrival rate, plus what the sizing and the cost split need."""
+
+    ttft: jax.Array
+    tpot: jax.Array
+    batch: jax.Array          # mean decode batch
+    batch_q: jax.Array        # q-quantile of the decode batch (memory check)
+    batch_max: jax.Array      # KV-cache limit on the batch
+    prefill_share: jax.Array  # fraction of instance time attributable to prefill
+
+
+def decode_steps(sc: Scenario):
+    """Decode iterations per request after the first token (at least one, so O = 1 stays finite)."""
+    return jnp.maximum(sc.output_len - 1.0, 1.0)
+
+
+def mean_context(sc: Scenario):
+    """Time-averaged context of a decoding request: prompt plus half the (length-biased) output."""
+    return sc.input_len + 0.5 * sc.output_len * (1.0 + sc.output_cv**2)
+
+
+def decode_affine(p: Point, tp, context):
+    """Decode step time as max of two affine maps of the batch b: (a1 + s1 b, a2 + s2 b)."""
+    t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8)
+    f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8)
+    eta_f = p.eff.eta_flops * tp ** (-p.eff.eta_flops_decay)
+    eta_b = p.eff.eta_hbm * tp ** (-p.eff.eta_hbm_decay)
+    s_compute = f1 / (tp * lat.peak_flops(p.hw, p.sc.fp8) * eta_f)
+    mem0 = lat.weight_bytes(p.model, p.sc.fp8) / (tp * p.hw.hbm_bandwidth * eta_b)
+    s_memory = m1 / (tp * p.hw.hbm_bandwidth * eta_b) - mem0
+    extra0 = t0 - mem0  # overhead and all-reduce latency at b = 0 (memory-bound at b = 0)
+    s_extra = _ring_slope(p, tp)
+    return (extra0, s_compute + s_extra), (extra0 + mem0, s_memory + s_extra)
+
+
+def _ring_slope(p: Point, tp):
+    ring = 2.0 * (tp - 1.0) / tp * p.model.hidden * lat.ACTIVATION_BYTES / p.hw.nvlink_bandwidth
+    return jnp.where(tp > 1.0, 2.0 * p.model.layers * ring, 0.0)
+
+
+def affine_time(branches, b):
+    (a1, s1), (a2, s2) = branches
+    return jnp.maximum(a1 + s1 * b, a2 + s2 * b)
+
+
+def affine_slope(branches, b):
+    (a1, s1), (a2, s2) = branches
+    return jnp.where(a1 + s1 * b >= a2 + s2 * b, s1, s2)
+
+
+def batch_fixed_point(branches, arrivals_per_step):
+    """Mean occupancy b of an M/G/infinity decode pool whose residence is n steps of t(1 + b) each:
+    b = r * t(1 + b) with r = lambda * n / (1 - stall fraction). Max of affine maps -> max of their fixed points."""
+    out = []
+    for a, s in branches:
+        den = 1.0 - arrivals_per_step * s
+        out.append(jnp.where(den > 0.0, arrivals_per_step * (a + s) / jnp.where(den > 0.0, den, 1.0), jnp.inf))
+    return jnp.maximum(*out)
+
+
+def batch_quantile(b, q, mean_mode):
+    """Instantaneous q-quantile of the batch (Poisson occupancy, normal approximation) plus the tagged request."""
+    z = ndtri(q)
+    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b))
+
+
+def batch_variance_over_lifetime(b):
+    """Variance of the time-average of an M/D/infinity occupancy over one residence time: (2/3) b."""
+    return 2.0 / 3.0 * b
+
+
+def kv_batch_limit(p: Point, tp, context):
+    return lat.kv_capacity_tokens(p.hw, p.model, tp, p.sc.fp8) / context
+
+
+def prefill_nodes(p: Point, tp):
+    """Prefill service times at the input-length quadrature nodes (prefix-cache hits skip their compute but the
+    new tokens still attend to them), and the q-quantile of the own prefill."""
+    nodes, w = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    h = p.sc.cache_hit
+
+    def service(n):
+        return lat.mixed_seconds(p.hw, p.model, p.eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, p.sc.fp8)
+
+    s = service(nodes)
+    s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, p.sc.q))
+    return s, w, s_q

@@ -1,0 +1,75 @@
+"""Disaggregated prefill and decode pools (DistServe, Splitwise, Mooncake), MODEL.md section 4.3.
+
+A prefill instance (TP g_p) at Poisson rate lam: M/G/1 prefill queue, then the KV of the prompt crosses a link of
+g_p * kv_bandwidth bytes/s (one NIC per GPU), itself an FCFS queue. With layer-wise overlap only the part of the
+transfer that cannot hide behind the remaining layers is exposed. A decode instance (TP g_d) is a continuous-
+batching decode pool with no prefill interference. The two pools are sized separately.
+
+`link` selects what the transfer costs: 0 = infinite bandwidth (the reference of the KV tax), 1 = the exposed
+transfer only (TTFT slack it eats, the indirect tax), 2 = exposed transfer plus link queueing and the link's
+capacity limit (the full model; the difference from 1 is the direct tax).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import latency as lat
+from .. import queueing as qu
+from . import common as c
+
+
+def transfer_nodes(p: c.Point, tp, nodes):
+    return nodes * lat.kv_bytes_per_token(p.model, p.sc.fp8) / (tp * p.sc.kv_bandwidth)
+
+
+def exposed_transfer(transfer, prefill, layers, overlap):
+    hidden = jnp.maximum(transfer / layers, transfer - prefill * (layers - 1.0) / layers)
+    return jnp.where(overlap > 0.5, hidden, transfer)
+
+
+def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
+    sc = p.sc
+    s, w, s_q = c.prefill_nodes(p, tp)
+    nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
+    iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, sc.q)
+    on = jnp.where(link > 0.5, 1.0, 0.0)
+    x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
+    x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
+    ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=qu.expect(x, w),
+                      extra_mgf=lambda th: qu.mgf(th, x - s * 0.0, w), extra_quantile=x_q,
+                      arrival_ca2=sc.arrival_ca2)
+    # The link: an FCFS queue fed by prefill completions; its wait adds to TTFT (conservative sum of quantiles).
+    full = transfer_nodes(p, tp, nodes)
+    link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
+        sc.mean_mode, qu.expect(full, w), 0.0)
+    link_wait = jnp.maximum(link_wait, 0.0)
+    ttft = ttft + jnp.where(link > 1.5, link_wait, 0.0)
+    rho = lam * qu.expect(s, w)
+    zero = jnp.zeros_like(rho)
+    return c.Latency(ttft, zero, zero, zero, jnp.full_like(rho, jnp.inf), rho)
+
+
+def prefill_rate_upper(p: c.Point, tp, overlap, link):
+    s, w, _ = c.prefill_nodes(p, tp)
+    nodes, _ = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    link_limit = jnp.where(link > 1.5, 1.0 / qu.expect(transfer_nodes(p, tp, nodes), w), jnp.inf)
+    return jnp.minimum(1.0 / qu.expect(s, w), link_limit)
+
+
+def decode_latency(p: c.Point, tp, lam) -> c.Latency:
+    sc = p.sc
+    n = c.decode_steps(sc)
+    ctx = c.mean_context(sc)
+    br = c.decode_affine(p, tp, ctx)
+    b = c.batch_fixed_point(br, lam * n)
+    mean = c.affine_time(br, 1.0 + b)
+    var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
+    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), sc.q, sc.mean_mode)
+    zero = jnp.zeros_like(b)
+    return c.Latency(zero, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
+
+
+def decode_rate_upper(p: c.Point, tp):
+    ctx = c.mean_context(p.sc)
+    br = c.decode_affine(p, tp, ctx)
+    return 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(p.sc) * c.affine_time(br, 1.0))
