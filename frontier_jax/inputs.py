@@ -108,7 +108,7 @@ def assemble(hw, md, eff, v):
     hw = hw._replace(hbm_bandwidth=hw.hbm_bandwidth * v["hbm_bandwidth_scale"],
                      bf16_flops=hw.bf16_flops * v["flops_scale"], fp8_flops=hw.fp8_flops * v["flops_scale"])
     demand = Demand(v["rate"], v["total_gpus"], v["n_prefill"], v["n_decode"])
-    return Point(hw, md, eff, sc), demand, v["price"]
+    return Point(hw, md, eff, sc), demand, v.get("price")
 
 
 def _is_nan(x):

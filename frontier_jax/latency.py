@@ -35,20 +35,21 @@ def _attn_dim(model: Model):
     return model.q_heads * model.head_dim
 
 
-def peak_flops(hw: Hardware, fp8=0.0):
-    return jnp.where(fp8 > 0.5, hw.fp8_flops, hw.bf16_flops)
+def peak_flops(hw: Hardware, fp8=0.0, xp=jnp):
+    return xp.where(fp8 > 0.5, hw.fp8_flops, hw.bf16_flops)
 
 
-def iteration_time(hw: Hardware, model: Model, eff: Efficiency, flops, hbm_bytes, tokens, tp, fp8=0.0):
-    """Roofline time of one forward pass over `tokens` tokens that does `flops` and moves `hbm_bytes` in total."""
-    log2tp = jnp.log2(tp)
+def iteration_time(hw: Hardware, model: Model, eff: Efficiency, flops, hbm_bytes, tokens, tp, fp8=0.0, xp=jnp):
+    """Roofline time of one forward pass over `tokens` tokens that does `flops` and moves `hbm_bytes` in total.
+    `xp=numpy` evaluates it on the host with numpy leaves (the simulator's iteration costs)."""
+    log2tp = xp.log2(tp)
     eta_f = eff.eta_flops * tp ** (-eff.eta_flops_decay)
     eta_b = eff.eta_hbm * tp ** (-eff.eta_hbm_decay)
-    compute = flops / (tp * peak_flops(hw, fp8) * eta_f)
+    compute = flops / (tp * peak_flops(hw, fp8, xp) * eta_f)
     memory = hbm_bytes / (tp * hw.hbm_bandwidth * eta_b)
     ring = 2.0 * (tp - 1.0) / tp * tokens * model.hidden * ACTIVATION_BYTES / hw.nvlink_bandwidth
-    allreduce = jnp.where(tp > 1.0, 2.0 * model.layers * (eff.allreduce_latency + ring), 0.0)
-    return jnp.maximum(compute, memory) + allreduce + eff.overhead + eff.overhead_tp * log2tp
+    allreduce = xp.where(tp > 1.0, 2.0 * model.layers * (eff.allreduce_latency + ring), 0.0)
+    return xp.maximum(compute, memory) + allreduce + eff.overhead + eff.overhead_tp * log2tp
 
 
 def prefill_cost(model: Model, tokens, batch=1.0, fp8=0.0):

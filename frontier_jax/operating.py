@@ -62,6 +62,6 @@ def _max_rate_jvp(fn, upper_fn, primals, tangents):
     safe = jnp.where(jnp.isfinite(lam), lam, 1.0)
     _, dc_dargs = jax.jvp(lambda a: fn(safe, a), (args,), (dargs,))
     _, dc_dlam = jax.jvp(lambda r: fn(r, args), (safe,), (jnp.ones_like(safe),))
-    ok = jnp.isfinite(lam) & (dc_dlam > 0.0) & jnp.isfinite(dc_dargs)
+    ok = jnp.isfinite(lam) & (dc_dlam > 0.0)
     dlam = jnp.where(ok, -dc_dargs / jnp.where(ok, dc_dlam, 1.0), 0.0)
     return lam, dlam

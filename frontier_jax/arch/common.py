@@ -87,13 +87,15 @@ def affine_slope(branches, b):
     return jnp.where(a1 + s1 * b >= a2 + s2 * b, s1, s2)
 
 
-def batch_fixed_point(branches, arrivals_per_step):
-    """Mean occupancy b of an M/G/infinity decode pool whose residence is n steps of t(1 + b) each:
-    b = r * t(1 + b) with r = lambda * n / (1 - stall fraction). Max of affine maps -> max of their fixed points."""
+def batch_fixed_point(branches, arrivals_per_step, constant=0.0):
+    """Mean occupancy b of an M/G/infinity decode pool whose residence is n steps of t(1 + b) each, plus a constant:
+    b = c + r t(1 + b) with r = lambda n / (1 - stall fraction). For t the max of increasing affine maps the fixed
+    point is the max of the branches' fixed points."""
     out = []
     for a, s in branches:
         den = 1.0 - arrivals_per_step * s
-        out.append(jnp.where(den > 0.0, arrivals_per_step * (a + s) / jnp.where(den > 0.0, den, 1.0), jnp.inf))
+        b = (constant + arrivals_per_step * (a + s)) / jnp.where(den > 0.0, den, 1.0)
+        out.append(jnp.where(den > 0.0, b, jnp.inf))
     return jnp.maximum(*out)
 
 

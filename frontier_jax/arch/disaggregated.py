@@ -46,7 +46,9 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
     ttft = ttft + jnp.where(link > 1.5, link_wait, 0.0)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
-    return c.Latency(ttft, zero, zero, zero, jnp.full_like(rho, jnp.inf), rho)
+    # The instance must hold its weights and at least one prompt's KV.
+    room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
+    return c.Latency(ttft, zero, zero, zero + 1.0, room, rho)
 
 
 def prefill_rate_upper(p: c.Point, tp, overlap, link):

@@ -1,0 +1,416 @@
+"""Tests of the discrete-event simulator (frontier_jax.sim): queueing identities, low-load limits, Little's law,
+and exact agreement with naive per-request reference simulators written independently below."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from frontier_jax.errors import FrontierError
+from frontier_jax.sim import IterationCosts, SimResult, sample_arrivals, sample_lengths, simulate
+
+
+def prefill(n):
+    return 0.01 + 2e-5 * n
+
+
+def decode(b, ctx):
+    return 0.02 + 1e-4 * b + 1e-7 * ctx
+
+
+def mixed(b, ctx, n, p):
+    return 0.02 + 1e-4 * b + 1e-7 * ctx + 2e-5 * n + 1e-8 * n * p
+
+
+COSTS = IterationCosts(prefill=prefill, decode=decode, mixed=mixed)
+LOGN_IN = ("lognormal", 500, 1.0)
+LOGN_OUT = ("lognormal", 100, 1.0)
+KW = {"colocated": {}, "chunked": {"chunk": 512}, "disaggregated": {"transfer_time": lambda n: 1e-5 * n}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# naive references: one Python object per request, token times kept explicitly
+# ----------------------------------------------------------------------------------------------------------------
+
+def _decode_step(running, t_end, last, gaps, finish, out_len):
+    keep = []
+    for r in running:
+        i = r[0]
+        gaps[i] = max(gaps[i], t_end - last[i])
+        last[i] = t_end
+        r[1] += 1  # context
+        r[2] += 1  # tokens emitted
+        if r[2] == out_len[i]:
+            finish[i] = t_end
+        else:
+            keep.append(r)
+    return keep
+
+
+def ref_colocated(a, inp, out, max_batch=None):
+    n = len(a)
+    maxb = max_batch or n + 1
+    first, finish, last, gaps = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n)
+    t, nxt, running = 0.0, 0, []
+    while nxt < n or running:
+        if nxt < n and a[nxt] <= t and len(running) < maxb:
+            t += prefill(inp[nxt])
+            first[nxt] = last[nxt] = t
+            if out[nxt] == 1:
+                finish[nxt] = t
+            else:
+                running.append([nxt, int(inp[nxt]) + 1, 1])
+            nxt += 1
+        elif running:
+            t += decode(len(running), float(sum(r[1] for r in running)))
+            running = _decode_step(running, t, last, gaps, finish, out)
+        else:
+            t = a[nxt]
+    return first, finish, gaps
+
+
+def ref_chunked(a, inp, out, chunk, max_batch=None):
+    n = len(a)
+    maxb = max_batch or n + 1
+    first, finish, last, gaps = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n)
+    prog = np.zeros(n, dtype=np.int64)
+    t, nxt, running = 0.0, 0, []
+    while nxt < n or running:
+        if not running and (nxt >= n or a[nxt] > t):
+            t = a[nxt]
+            continue
+        b = len(running)
+        budget, slots, pieces, j = chunk - b, maxb - b, [], nxt
+        while budget > 0 and slots > 0 and j < n and a[j] <= t:
+            rem = inp[j] - prog[j]
+            take = min(rem, budget)
+            pieces.append((j, take, int(prog[j])))
+            budget -= take
+            slots -= 1
+            if take < rem:
+                break
+            j += 1
+        tokens = sum(p[1] for p in pieces)
+        prefix = pieces[0][2] if pieces else 0
+        t += mixed(b, float(sum(r[1] for r in running)), tokens, prefix)
+        running = _decode_step(running, t, last, gaps, finish, out)
+        for i, take, _ in pieces:
+            prog[i] += take
+            if prog[i] == inp[i]:
+                first[i] = last[i] = t
+                nxt = i + 1
+                if out[i] == 1:
+                    finish[i] = t
+                else:
+                    running.append([i, int(inp[i]) + 1, 1])
+    return first, finish, gaps
+
+
+def ref_disaggregated(a, inp, out, pinst, dinst, xfer, n_prefill, n_decode, layers, overlap, central, max_batch):
+    n = len(a)
+    ps, pe = np.zeros(n), np.zeros(n)
+    P = prefill(inp.astype(float))
+    if central:  # first free instance, lowest index among ties
+        free = [0.0] * n_prefill
+        for i in range(n):
+            p = min(range(n_prefill), key=lambda q: (free[q], q))
+            ps[i] = max(a[i], free[p])
+            pe[i] = free[p] = ps[i] + P[i]
+            pinst[i] = p
+    else:
+        free = [0.0] * n_prefill
+        for i in range(n):
+            p = pinst[i]
+            ps[i] = max(a[i], free[p])
+            pe[i] = free[p] = ps[i] + P[i]
+    kv = np.zeros(n)
+    link = [0.0] * n_prefill
+    for i in np.argsort(pe, kind="stable"):
+        p = pinst[i]
+        if overlap:  # explicit layer-by-layer pipeline
+            for layer in range(1, layers + 1):
+                link[p] = max(ps[i] + layer * P[i] / layers, link[p]) + xfer[i] / layers
+        else:
+            link[p] = max(pe[i], link[p]) + xfer[i]
+        kv[i] = link[p]
+    first, finish, gaps = kv.copy(), np.full(n, np.nan), np.zeros(n)
+    last = kv.copy()
+    finish[out == 1] = kv[out == 1]
+    maxb = max_batch or n + 1
+    for d in range(n_decode):
+        queue = [i for i in np.argsort(kv, kind="stable") if dinst[i] == d and out[i] > 1]
+        t, q, running = 0.0, 0, []
+        while q < len(queue) or running:
+            while q < len(queue) and kv[queue[q]] <= t and len(running) < maxb:
+                running.append([queue[q], int(inp[queue[q]]) + 1, 1])
+                q += 1
+            if not running:
+                t = kv[queue[q]]
+                continue
+            t += decode(len(running), float(sum(r[1] for r in running)))
+            running = _decode_step(running, t, last, gaps, finish, out)
+    return first, finish, gaps
+
+
+def _check_against(res: SimResult, first, finish, gaps):
+    o = res.output_len
+    np.testing.assert_allclose(res.first_token, first, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(res.finish, finish, rtol=1e-12, atol=1e-9)
+    m = o > 1
+    np.testing.assert_allclose(res.max_gap[m], gaps[m], rtol=1e-9, atol=1e-9)
+    assert np.all(np.isnan(res.max_gap[~m])) and np.all(np.isnan(res.tpot[~m]))
+    np.testing.assert_allclose(res.tpot[m], (finish[m] - first[m]) / (o[m] - 1), rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# exact agreement with the references
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("max_batch", [None, 6])
+@pytest.mark.parametrize("rate", [3.0, 12.0])
+def test_colocated_matches_reference(rate, max_batch):
+    res = simulate("colocated", COSTS, rate=rate, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
+                   n_requests=400, warmup=0.0, seed=3, max_batch=max_batch)
+    assert res.n_measured == 400 and np.any(res.output_len == 1)
+    _check_against(res, *ref_colocated(res.arrival, res.input_len, res.output_len, max_batch))
+
+
+@pytest.mark.parametrize("chunk,max_batch", [(256, None), (512, 5), (64, None)])
+def test_chunked_matches_reference(chunk, max_batch):
+    res = simulate("chunked", COSTS, rate=10.0, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
+                   n_requests=400, warmup=0.0, seed=4, chunk=chunk, max_batch=max_batch)
+    _check_against(res, *ref_chunked(res.arrival, res.input_len, res.output_len, chunk, max_batch))
+
+
+@pytest.mark.parametrize("central,overlap,max_batch", [(False, False, None), (True, True, 4), (True, False, None),
+                                                       (False, True, 8)])
+def test_disaggregated_matches_reference(central, overlap, max_batch):
+    xf = lambda n: 4e-5 * n  # noqa: E731  slow link: transfers queue
+    res = simulate("disaggregated", COSTS, rate=14.0, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
+                   n_requests=400, warmup=0.0, seed=5, n_prefill=2, n_decode=2, transfer_time=xf, overlap=overlap,
+                   layers=8, prefill_queue="central" if central else "random", max_batch=max_batch)
+    ex = res.extra
+    pinst = ex["prefill_instance"].copy()
+    ref = ref_disaggregated(res.arrival, res.input_len, res.output_len, pinst, ex["decode_instance"],
+                            xf(res.input_len.astype(float)), 2, 2, 8, overlap, central, max_batch)
+    np.testing.assert_array_equal(pinst, ex["prefill_instance"])
+    _check_against(res, *ref)
+    assert np.all(res.ttft >= prefill(res.input_len) - 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# determinism and workload
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
+def test_deterministic_for_seed(policy):
+    kw = dict(rate=8.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=1500, **KW[policy])
+    r1, r2 = simulate(policy, COSTS, seed=7, **kw), simulate(policy, COSTS, seed=7, **kw)
+    r3 = simulate(policy, COSTS, seed=8, **kw)
+    for m in ("arrival", "ttft", "tpot", "max_gap", "gap_values"):
+        np.testing.assert_array_equal(getattr(r1, m), getattr(r2, m))
+    assert r1.summary() == r2.summary()
+    assert not np.array_equal(r1.arrival, r3.arrival)
+
+
+def test_same_workload_across_policies():
+    res = {p: simulate(p, COSTS, rate=5.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=500, seed=1, **KW[p])
+           for p in KW}
+    for p in ("chunked", "disaggregated"):
+        np.testing.assert_array_equal(res[p].arrival, res["colocated"].arrival)
+        np.testing.assert_array_equal(res[p].input_len, res["colocated"].input_len)
+
+
+def test_length_distributions():
+    rng = np.random.default_rng(0)
+    for kind in ("lognormal", "gamma"):
+        x = sample_lengths((kind, 400, 0.8), 200000, rng, "x")
+        assert x.dtype == np.int64 and x.min() >= 1
+        assert abs(x.mean() / 400 - 1) < 0.01 and abs(x.std() / x.mean() / 0.8 - 1) < 0.03
+    assert np.all(sample_lengths(17, 5, rng, "x") == 17)
+    emp = np.array([3, 50, 700])
+    x = sample_lengths(emp, 3000, rng, "x")
+    assert set(np.unique(x)) == {3, 50, 700}
+    assert sample_lengths(("gamma", 1, 3.0), 10000, rng, "x").min() >= 1
+    with pytest.raises(FrontierError):
+        sample_lengths(0, 5, rng, "x")
+    with pytest.raises(FrontierError):
+        sample_lengths(("weibull", 10, 1), 5, rng, "x")
+
+
+@pytest.mark.parametrize("ca2", [0.0, 1.0, 4.0])
+def test_arrival_process(ca2):
+    gaps = np.diff(sample_arrivals(5.0, 200000, ca2, np.random.default_rng(1)))
+    assert abs(gaps.mean() * 5.0 - 1) < 0.02
+    assert abs(gaps.var() / gaps.mean() ** 2 - ca2) < 0.05 * max(ca2, 1.0)
+
+
+def test_bursty_arrivals_raise_tail_ttft():
+    kw = dict(rate=30.0, input_len=LOGN_IN, output_len=1, n_requests=20000, transfer_time=None)
+    p = simulate("disaggregated", COSTS, arrival_ca2=1.0, **kw).quantile("ttft", 0.99)
+    b = simulate("disaggregated", COSTS, arrival_ca2=4.0, **kw).quantile("ttft", 0.99)
+    assert b > 1.5 * p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# queueing identities
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_md1_mean_ttft(rho):
+    D = 0.1
+    costs = IterationCosts(prefill=lambda n: D + 0.0 * n, decode=decode)
+    R = rho / D
+    res = simulate("disaggregated", costs, rate=R, input_len=200, output_len=1, n_requests=200000, seed=11,
+                   transfer_time=lambda n: 0.0 * n)
+    theory = D + R * D * D / (2 * (1 - R * D))
+    assert abs(res.mean("ttft") / theory - 1) < 0.05
+    assert abs(res.prefill_busy / rho - 1) < 0.03
+
+
+def test_mg1_pollaczek_khinchine():
+    costs = IterationCosts(prefill=lambda n: 1e-4 * n, decode=decode)
+    rng = np.random.default_rng(0)
+    s = 1e-4 * sample_lengths(("lognormal", 1000, 1.5), 10**6, rng, "x")
+    R = 0.7 / s.mean()
+    res = simulate("disaggregated", costs, rate=R, input_len=("lognormal", 1000, 1.5), output_len=1,
+                   n_requests=200000, seed=2)
+    theory = s.mean() + R * np.mean(s * s) / (2 * (1 - R * s.mean()))
+    assert abs(res.mean("ttft") / theory - 1) < 0.07
+
+
+def test_mmc_central_queue_erlang_c():
+    c, mu_inv = 3, 0.1
+    costs = IterationCosts(prefill=lambda n: mu_inv / 1000 * n, decode=decode)
+    rho = 0.75
+    R = rho * c / mu_inv
+    kw = dict(rate=R, input_len=("exponential", 1000), output_len=1, n_requests=200000, seed=3, n_prefill=c)
+    central = simulate("disaggregated", costs, prefill_queue="central", **kw)
+    a = R * mu_inv
+    tail = a ** c / math.factorial(c) / (1 - rho)
+    pw = tail / (sum(a ** k / math.factorial(k) for k in range(c)) + tail)
+    theory = mu_inv + pw * mu_inv / (c * (1 - rho))
+    assert abs(central.mean("ttft") / theory - 1) < 0.05
+    rand = simulate("disaggregated", costs, prefill_queue="random", **kw)  # 3 independent M/M/1 at rho
+    assert abs(rand.mean("ttft") / (mu_inv / (1 - rho)) - 1) < 0.05
+    assert central.mean("ttft") < rand.mean("ttft")
+
+
+@pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
+def test_littles_law_decode_batch(policy):
+    n_inst = 2 if policy == "colocated" else 1
+    res = simulate(policy, COSTS, rate=8.0 * n_inst, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=20000,
+                   seed=4, n_instances=n_inst, **KW[policy])
+    little = res.rate / n_inst * np.mean(res.decode_residence)
+    assert res.mean_in_decode > 10
+    assert abs(res.mean_in_decode / little - 1) < 0.05
+    # the batch a decode iteration sees is at least the time-average holding a slot (no idle decode iterations)
+    assert res.mean_decode_batch >= res.mean_in_decode * 0.99
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# low-load limits and monotonicity
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_colocated_low_load_limits():
+    I, O = 800, 50
+    res = simulate("colocated", COSTS, rate=0.005, input_len=I, output_len=O, n_requests=1000, seed=0)
+    np.testing.assert_allclose(np.median(res.ttft), prefill(I), rtol=1e-9)
+    assert abs(res.mean("ttft") / prefill(I) - 1) < 0.01
+    tpot1 = 0.02 + 1e-4 + 1e-7 * (I + O / 2)  # mean decode step at batch 1 over contexts I+1 .. I+O-1
+    np.testing.assert_allclose(np.median(res.tpot), tpot1, rtol=1e-9)
+    assert abs(res.mean("tpot") / tpot1 - 1) < 0.01
+    assert res.mean_decode_batch < 1.05
+
+
+def test_chunked_long_prompt_iterations():
+    I, chunk = 5000, 512
+    res = simulate("chunked", COSTS, rate=0.002, input_len=I, output_len=20, n_requests=400, seed=0, chunk=chunk)
+    pieces = [min(chunk, I - p) for p in range(0, I, chunk)]
+    assert len(pieces) == math.ceil(I / chunk)
+    expected = sum(mixed(0, 0.0, n, p) for n, p in zip(pieces, range(0, I, chunk)))
+    np.testing.assert_allclose(np.median(res.ttft), expected, rtol=1e-9)
+    assert res.quantile("ttft", 0.5) == pytest.approx(expected, rel=1e-9)
+
+
+def test_disaggregated_overlap_exposes_only_residual():
+    L, T = 10, lambda n: 1e-4 * n
+    I = 2000
+    P, X = prefill(I), T(I)
+    for overlap, exposed in ((False, X), (True, max(X / L, X - P * (L - 1) / L))):
+        res = simulate("disaggregated", COSTS, rate=0.01, input_len=I, output_len=5, n_requests=300, seed=0,
+                       transfer_time=T, overlap=overlap, layers=L)
+        np.testing.assert_allclose(np.median(res.ttft), P + exposed, rtol=1e-9)
+
+
+def test_colocated_tpot_rises_with_rate():
+    tp = [simulate("colocated", COSTS, rate=r, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=5000,
+                   seed=1).mean("tpot") for r in (1.0, 4.0, 8.0, 11.0)]
+    assert all(b > a for a, b in zip(tp, tp[1:]))
+
+
+def test_chunked_tames_token_gaps():
+    kw = dict(rate=8.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=5000, seed=2)
+    col = simulate("colocated", COSTS, **kw)
+    chk = simulate("chunked", COSTS, chunk=512, **kw)
+    assert chk.quantile("max_gap", 0.99) < col.quantile("max_gap", 0.99)
+    assert col.prefill_busy > 0.05 and chk.prefill_busy > col.prefill_busy  # chunked iterations carry prompt tokens
+
+
+def test_n_instances_random_routing_splits_load():
+    kw = dict(input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=12000, seed=5)
+    one = simulate("colocated", COSTS, rate=6.0, **kw)
+    four = simulate("colocated", COSTS, rate=24.0, n_instances=4, **kw)
+    assert abs(four.mean("tpot") / one.mean("tpot") - 1) < 0.03
+    assert abs(four.mean_in_decode / one.mean_in_decode - 1) < 0.05
+
+
+def test_metric_api_and_token_gap():
+    res = simulate("colocated", COSTS, rate=8.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=3000, seed=0)
+    t = res.tpot[np.isfinite(res.tpot)]
+    assert res.quantile("tpot", 0.99) == pytest.approx(np.quantile(t, 0.99))
+    assert res.mean("tpot") == pytest.approx(t.mean())
+    assert res.n_measured == 3000 - 300 and res.n_warmup == 300 and np.all(np.diff(res.arrival) > 0)
+    # every token gap counted once: weights sum to the number of decode tokens of measured requests
+    assert res.gap_weights.sum() == pytest.approx(np.sum(res.output_len - 1))
+    # mean token gap == token-weighted mean TPOT
+    o = res.output_len
+    m = o > 1
+    assert res.mean("token_gap") == pytest.approx(np.sum(res.tpot[m] * (o[m] - 1)) / np.sum(o[m] - 1), rel=1e-9)
+    assert res.quantile("token_gap", 0.5) <= res.quantile("token_gap", 0.99) <= res.quantile("max_gap", 1.0)
+    assert np.all(res.max_gap[m] >= res.tpot[m] - 1e-12)
+    with pytest.raises(FrontierError):
+        res.quantile("latency", 0.5)
+
+
+def test_max_time_bounds_an_overloaded_run():
+    res = simulate("colocated", COSTS, rate=40.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=20000,
+                   max_time=100.0)
+    assert res.n_unfinished > 0 and res.sim_time < 101.0 and np.all(res.finish <= res.sim_time)
+
+
+def test_bad_arguments():
+    kw = dict(rate=1.0, input_len=10, output_len=10, n_requests=10)
+    with pytest.raises(FrontierError):
+        simulate("pipelined", COSTS, **kw)
+    with pytest.raises(FrontierError):
+        simulate("chunked", IterationCosts(prefill, decode), chunk=256, **kw)
+    with pytest.raises(FrontierError):
+        simulate("chunked", COSTS, **kw)  # no chunk
+    with pytest.raises(FrontierError):
+        simulate("colocated", COSTS, rate=0.0, input_len=10, output_len=10)
+    with pytest.raises(FrontierError):
+        simulate("disaggregated", COSTS, prefill_queue="shortest", **kw)
+    with pytest.raises(FrontierError):
+        simulate("colocated", IterationCosts(lambda n: -1.0 + 0 * n, decode), **kw)
+
+
+def test_runtime_budget():
+    t0 = time.perf_counter()
+    res = simulate("colocated", COSTS, rate=10.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=20000)
+    elapsed = time.perf_counter() - t0
+    assert 20 < res.mean_decode_batch < 45
+    assert elapsed < 3.0
