@@ -26,14 +26,14 @@ class Efficiency(NamedTuple):
     eta_flops_decay: jax.Array  # exponent of its fall with TP degree
     eta_hbm: jax.Array          # achieved fraction of HBM bandwidth at TP 1 (memory-bound iterations)
     eta_hbm_decay: jax.Array
-    overhead: jax.Array         # fixed per-iteration time, s (scheduler, kernel launches, sampling)
+    overhead: jax.Array         # fixed per-iteration time per layer, s (kernel launches, synchronisation)
     overhead_tp: jax.Array      # extra per-iteration time per doubling of TP, s
     allreduce_latency: jax.Array  # per all-reduce launch latency, s (2 per layer when TP > 1)
 
 
 # Starting point of the fit (and the values used if no calibration file exists): mid-range of the 2023-era
 # efficiencies quoted in MODEL.md section 3 (20-65 % MFU in prefill, 11-62 % of HBM bandwidth in decode).
-PRIOR = Efficiency(0.5, 0.1, 0.6, 0.1, 5e-3, 1e-3, 1e-5)
+PRIOR = Efficiency(0.5, 0.1, 0.6, 0.1, 1e-4, 1e-3, 1e-5)
 
 
 def _read() -> dict:

@@ -60,7 +60,14 @@ def cmd_sweep(a):
 def cmd_eval(a):
     _jax_setup()
     from .evaluate import evaluate
-    pct = a.percentile if a.percentile == "mean" else float(a.percentile)
+    pct = a.percentile.strip()
+    if pct.lower() == "mean":
+        pct = "mean"
+    else:
+        try:
+            pct = float(pct)
+        except ValueError:
+            pass  # evaluate rejects it with the API's one-line message
     ds = evaluate(hardware=a.hardware, model=a.model, input_len=a.isl, output_len=a.osl, ttft=a.ttft, tpot=a.tpot,
                   percentile=pct, rate=a.rate, kv_bandwidth=a.kv_bandwidth, total_gpus=a.total_gpus,
                   engine=a.engine, precision=a.precision)

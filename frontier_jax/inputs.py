@@ -13,6 +13,14 @@ from .errors import FrontierError
 from .search import Demand
 
 PRECISIONS = ("bf16", "fp8")
+# Contract bounds are in seconds. A TTFT bound over 10 minutes or a TPOT bound over 10 s is almost surely a value in
+# milliseconds (ttft = 2000 meant as 2 s, tpot = 50 meant as 50 ms), so it is rejected with a hint. Published
+# contracts are at most 30 s (TTFT) and 5 s (TPOT). The sweep registry (sweep/spec.py) has the same bounds.
+MAX_TTFT_S = 600.0
+MAX_TPOT_S = 10.0
+# Transitional: frontier_jax.papers.registry passes RELAXED_S = 1e4 s as a bound that never binds. That exact value
+# is exempt until the papers code passes units_guard=False to build().
+_NEVER_BINDS_S = 1.0e4
 
 
 def check_number(name: str, value, *, positive=True, lower=None, upper=None, allow_zero=False, integer=False):
@@ -31,6 +39,17 @@ def check_number(name: str, value, *, positive=True, lower=None, upper=None, all
     if integer and np.any(arr != np.round(arr)):
         raise FrontierError(f"{name} must be a whole number (got {value!r})")
     return arr
+
+
+def check_contract_units(ttft, tpot):
+    """Reject contract bounds that look like milliseconds (see MAX_TTFT_S, MAX_TPOT_S)."""
+    for name, value, limit, example in (("ttft", ttft, MAX_TTFT_S, "2000 ms is 2.0"),
+                                        ("tpot", tpot, MAX_TPOT_S, "50 ms is 0.05")):
+        arr = np.asarray(value, dtype=float)
+        bad = (arr > limit) & (arr != _NEVER_BINDS_S)
+        if np.any(bad):
+            raise FrontierError(f"{name} = {float(np.max(arr[bad])):g} s is above the {limit:g} s limit; {name} is in "
+                                f"seconds ({example})")
 
 
 def percentile_value(percentile):
@@ -60,8 +79,9 @@ def precision_flag(precision: str) -> float:
 def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99, rate=None, kv_bandwidth=None,
           total_gpus=None, engine="current", precision="bf16", input_cv=0.0, output_cv=0.0, arrival_ca2=1.0,
           cache_hit=0.0, slo_scale=1.0, n_prefill=None, n_decode=None, price=None, hbm_bandwidth_scale=1.0,
-          flops_scale=1.0):
-    """Validated (Point, Demand, price) with every leaf broadcast to one common shape."""
+          flops_scale=1.0, units_guard=True):
+    """Validated (Point, Demand, price) with every leaf broadcast to one common shape. `units_guard=False` allows
+    contract bounds above MAX_TTFT_S / MAX_TPOT_S (for internal bounds that must never bind)."""
     hw = load_hardware(hardware)
     md = load_model(model)
     eff = engine_efficiency(engine)
@@ -85,6 +105,8 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
         hbm_bandwidth_scale=check_number("hbm_bandwidth_scale", hbm_bandwidth_scale),
         flops_scale=check_number("flops_scale", flops_scale),
         q=np.asarray(q), mean_mode=np.asarray(mean_mode), fp8=np.asarray(fp8))
+    if units_guard:
+        check_contract_units(values["ttft"], values["tpot"])
     if np.any(values["cache_hit"] < 0):
         raise FrontierError("cache_hit must be in [0, 1)")
     if total_gpus is not None and rate is None:

@@ -3,7 +3,10 @@
 Every function is elementwise in its array arguments, so it jit-compiles once and vmaps/broadcasts freely.
 Iteration time on a TP group of g GPUs:
 
-    t = max(FLOPs / (g F eta_F(g)), bytes / (g B eta_B(g))) + all-reduce time + overhead(g)
+    t = max(FLOPs / (g F eta_F(g)), bytes / (g B eta_B(g))) + all-reduce time + L t_layer + t_tp log2(g)
+
+The fixed overhead is per layer (kernel launches and synchronisation scale with depth), so one fit serves
+models of different depth.
 
 `fp8` is a 0/1 array: 1 stores weights and KV in 8 bits and uses FP8 tensor-core FLOP/s where the GPU has them.
 """
@@ -49,7 +52,7 @@ def iteration_time(hw: Hardware, model: Model, eff: Efficiency, flops, hbm_bytes
     memory = hbm_bytes / (tp * hw.hbm_bandwidth * eta_b)
     ring = 2.0 * (tp - 1.0) / tp * tokens * model.hidden * ACTIVATION_BYTES / hw.nvlink_bandwidth
     allreduce = xp.where(tp > 1.0, 2.0 * model.layers * (eff.allreduce_latency + ring), 0.0)
-    return xp.maximum(compute, memory) + allreduce + eff.overhead + eff.overhead_tp * log2tp
+    return xp.maximum(compute, memory) + allreduce + eff.overhead * model.layers + eff.overhead_tp * log2tp
 
 
 def prefill_cost(model: Model, tokens, batch=1.0, fp8=0.0):

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from .arch.common import Latency, Scenario
 
-BISECTION_STEPS = 40
+BISECTION_STEPS = 30
+POLISH_STEPS = 2
 RANGE = 1e-9  # search rates in [RANGE * upper, upper]
 
 
@@ -34,18 +35,40 @@ def violation(lat: Latency, sc: Scenario):
 
 
 def _bisect(fn, upper_fn, args):
+    """Safeguarded Illinois false position in log-rate: bracket [a, b] with f(a) <= 0 < f(b); a secant step when
+    both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise."""
     hi = upper_fn(args)
     lo = hi * RANGE
-    ok_lo = fn(lo, args) <= 0.0
+    f_lo = fn(lo, args)
+    ok_lo = f_lo <= 0.0
+    x_lo, x_hi = jnp.log(lo), jnp.log(hi)
+    f_hi = fn(hi, args)
 
     def step(carry, _):
-        a, b = carry
-        mid = jnp.sqrt(a * b)
-        good = fn(mid, args) <= 0.0
-        return (jnp.where(good, mid, a), jnp.where(good, b, mid)), None
+        a, fa, b, fb, side = carry
+        finite = jnp.isfinite(fa) & jnp.isfinite(fb) & (fb > fa)
+        t = jnp.where(finite, fa / jnp.where(finite, fa - fb, 1.0), 0.5)
+        t = jnp.where((t > 0.05) & (t < 0.95), t, 0.5)
+        x = a + t * (b - a)
+        fx = fn(jnp.exp(x), args)
+        good = fx <= 0.0
+        # Illinois: halve the value kept at an end that survives twice in a row, so the bracket closes on both sides
+        fa_new = jnp.where(good, fx, jnp.where(side == -1, 0.5 * fa, fa))
+        fb_new = jnp.where(good, jnp.where(side == 1, 0.5 * fb, fb), fx)
+        side_new = jnp.where(good, 1, -1).astype(jnp.int32)
+        return (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, side_new), None
 
-    (a, _), _ = jax.lax.scan(step, (lo, hi), None, length=BISECTION_STEPS)
-    return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), a, jnp.nan)
+    init = (x_lo, f_lo, x_hi, f_hi, jnp.zeros_like(f_lo, dtype=jnp.int32))
+    (a, _, b, _, _), _ = jax.lax.scan(step, init, None, length=BISECTION_STEPS)
+
+    def polish(x, _):  # Newton on the active constraint, kept inside the final bracket
+        fx, dfx = jax.jvp(lambda u: fn(jnp.exp(u), args), (x,), (jnp.ones_like(x),))
+        ok = jnp.isfinite(fx) & jnp.isfinite(dfx) & (dfx > 0.0)
+        new = jnp.clip(x - fx / jnp.where(ok, dfx, 1.0), a, b)
+        return jnp.where(ok, new, x), None
+
+    x, _ = jax.lax.scan(polish, a, None, length=POLISH_STEPS)
+    return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), jnp.exp(x), jnp.nan)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0, 1))

@@ -166,8 +166,15 @@ def main(argv=None):
     ap.add_argument("--scenarios", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     a = ap.parse_args(argv)
     results = run(a.scenarios, a.seed, a.requests)
+    if a.markdown:
+        print("| architecture / metric | scenarios | median abs error | 90th pct abs error | max abs error |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for k, v in summarise(results).items():
+            print(f"| {k} | {v['n']} | {v['median']:.1%} | {v['p90']:.1%} | {v['max']:.1%} |")
+        return
     for r in results:
         c = r["case"]
         print(f"{c.arch:13s} {c.gpu:15s} {c.model:13s} tp{int(c.tp)} I={int(c.input_len):5d} O={int(c.output_len):4d} "

@@ -11,7 +11,7 @@ from .. import latency as lat
 from .. import queueing as qu
 from . import common as c
 
-_FIXED_POINT_STEPS = 12
+_FIXED_POINT_STEPS = 6
 
 
 def _mixed_step(p: c.Point, tp, chunk, b, ctx):
@@ -58,7 +58,8 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
         step = jnp.where(jnp.isfinite(g) & (dg < 0.0), -g / jnp.where(dg < 0.0, dg, -1.0), chunk)
         return jnp.clip(b + step, 0.0, chunk), None
 
-    b, _ = jax.lax.scan(newton, jnp.zeros_like(lam), None, length=_FIXED_POINT_STEPS)
+    b0 = c.batch_fixed_point(c.decode_affine(p, tp, ctx), lam * n)  # warm start: decode with no prompt work
+    b, _ = jax.lax.scan(newton, jnp.clip(b0, 0.0, chunk), None, length=_FIXED_POINT_STEPS)
     converged = jnp.abs(gap(b)) <= 1e-6 * (1.0 + b)
     b = jnp.where(converged & (b < chunk - 1.0), b, jnp.inf)
     mean, sojourn_mean, k, t_mix, t_plain, rho = state(b)

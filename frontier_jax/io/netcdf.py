@@ -8,6 +8,7 @@ import importlib.metadata
 import math
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,11 +70,20 @@ def part_path(out_path: str, index: int, count: int) -> str:
 
 def check_out_path(final: str, overwrite: bool) -> None:
     """Fail before any computation if `final` cannot be written."""
+    if final.endswith(("/", os.sep)) or os.path.isdir(final):
+        raise FrontierError(f"output {final!r} is a directory; give a file path such as "
+                            f"{os.path.join(final, 'out.nc')!r}")
     out_dir = os.path.dirname(os.path.abspath(final))
     if not os.path.isdir(out_dir):
         raise FrontierError(f"output directory {out_dir!r} does not exist; create it first")
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise FrontierError(f"output directory {out_dir!r} is not writable; choose another path")
+    try:  # os.access says yes to root everywhere; a real (anonymous, self-deleting) file tells the truth
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise FrontierError(f"output directory {out_dir!r} is not writable ({e.strerror or e}); "
+                            "choose another path") from None
     if os.path.exists(final) and not overwrite:
         raise FrontierError(f"output {final!r} already exists; pass overwrite=True or choose another path")
 
@@ -174,7 +184,10 @@ def create(path: str, spec: Any, outputs: Mapping[str, VarMeta], extra: ExtraCoo
     """Create the sweep file (coordinates, empty output variables, progress group) and return it open for writing."""
     import netCDF4
 
-    ds = netCDF4.Dataset(path, "w", format="NETCDF4")
+    try:
+        ds = netCDF4.Dataset(path, "w", format="NETCDF4")
+    except OSError as e:
+        raise FrontierError(f"cannot create {path!r} ({e.strerror or e}); choose another output path") from None
     try:
         for a in spec.axes:
             ds.createDimension(a.name, a.size)

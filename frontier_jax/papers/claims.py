@@ -36,7 +36,7 @@ from ..catalog import REPO_ROOT, load_hardware, load_model
 from ..errors import FrontierError
 from ..latency import kv_bytes_per_token, kv_capacity_tokens, weight_bytes
 from ..search import PER_MTOK, SECONDS_PER_HOUR
-from .registry import RELAXED_S, Plan, plan_system, run_plans
+from .registry import RELAXED_S, plan_system, run_plans
 
 ENGINE = "vllm-2023"
 CLAIMS_FILE = REPO_ROOT / "data" / "published_claims.csv"
@@ -119,9 +119,11 @@ def colocated_stall_rate(hardware, model, tp, w: dict, bound, q, definition, eng
     lognormal prompt). Prefills start at rate lambda and each stalls one gap of every running request, so a
     fraction f = lambda * TPOT_mean of a request's gaps are stalled (TPOT_mean = t / (1 - rho) with the engine's
     batch fixed point b = lambda n t(1 + b) / (1 - rho)). Definitions:
-    "gap_quantile" (Sarathi-Serve p99 TBT, Splitwise P50/P90/P99): f * P(S > bound - t) <= 1 - q;
-    "slowest_decile_mean" (Mooncake): a request with K ~ Poisson(f n) stalls passes iff K E[S] <= m (bound - t),
-    m = 0.1 n its slowest gaps; P(pass) >= q.
+    "gap_quantile" (Sarathi-Serve p99 TBT, Splitwise P50/P90/P99, over all gaps): f * P(S > bound - t) <= 1 - q;
+    "slowest_decile_mean" (Mooncake, over all gaps): with f < 10% the slowest tenth holds every stall, so its mean
+    is t + f E[S] / 0.1 <= bound;
+    "slowest_decile_mean_per_request" (the stricter reading, for comparison): a request with K ~ Poisson(f n)
+    stalls passes iff K E[S] <= m (bound - t), m = 0.1 n its slowest gaps; P(pass) >= q.
     """
     i, cv, o = w["input_len"], w["input_cv"], w["output_len"]
     n = max(o - 1.0, 1.0)
@@ -155,6 +157,8 @@ def colocated_stall_rate(hardware, model, tp, w: dict, bound, q, definition, eng
             surv = (s_len[0] > x_needed).astype(float)
         ok = (t <= bound) & (f * surv <= 1.0 - q)
     elif definition == "slowest_decile_mean":
+        ok = (t <= bound) & (f < 0.1) & (t + f * es / 0.1 <= bound)
+    elif definition == "slowest_decile_mean_per_request":
         m = 0.1 * n
         k_max = np.floor(m * (bound - t) / es)
         ok = (t <= bound) & (k_max >= 0) & (poisson.cdf(np.maximum(k_max, 0), f * n) >= q)
@@ -198,44 +202,48 @@ class Encoded:
 
 # ------------------------------------------------------------------------------------------------ encoders
 
-def _distserve_fig1() -> Encoded:
+def _distserve_fig1(engine=ENGINE) -> Encoded:
     # OPT-13B, one A100-80GB, 512 in / 64 out (deterministic), P90 TTFT 0.4 s and P90 TPOT 0.04 s (the SLO lines
     # of DistServe Fig. 1; the claims table says "see paper Fig.1").
     common = dict(hardware="a100-80gb-sxm", model="opt-13b", input_len=512.0, output_len=64.0, ttft=0.4,
-                  tpot=0.04, percentile=0.9, engine=ENGINE, tp=1)
-    plans = [plan_system("vllm", **common), plan_system("distserve", **common)]
+                  tpot=0.04, percentile=0.9, engine=engine, tp=1)
+    plans = [plan_system("vllm", **common), plan_system("distserve", **common),
+             plan_system("vllm", **dict(common, tpot=RELAXED_S))]
 
     def finish(rs):
-        coloc, dist = rs
+        coloc, dist, coloc_ttft = rs
         o, price = 64.0, float(load_hardware("a100-80gb-sxm").price)
         per_p, per_d = pool_gpus_per_rate(dist, o, price)
         lam_p, lam_d = 1.0 / per_p[0], 1.0 / per_d[0]
         g_c = float(coloc["goodput"][0])
-        return dict(colocated=g_c, prefill=lam_p, decode=lam_d, ratio=min(2 * lam_p, lam_d) / 3.0 / g_c)
+        g_ttft = float(coloc_ttft["goodput"][0])
+        return dict(colocated=g_c, prefill=lam_p, decode=lam_d, ratio=min(2 * lam_p, lam_d) / 3.0 / g_c,
+                    colocated_ttft=g_ttft)
     return Encoded("OPT-13B, A100-80GB SXM, TP1, 512/64 tokens fixed, P90 TTFT 0.4 s, P90 TPOT 0.04 s", plans,
                    finish)
 
 
-def _fig1_row(key, unit_text):
-    enc = _distserve_fig1()
+def _fig1_row(key, unit_text, engine=ENGINE):
+    enc = _distserve_fig1(engine)
 
     def finish(rs):
         v = enc.finish(rs)
-        return v[key], (f"colocated {v['colocated']:.2f}, prefill-only {v['prefill']:.2f}, decode-only "
+        return v[key], (f"colocated {v['colocated']:.3g} (TTFT only {v['colocated_ttft']:.3g}), "
+                        f"prefill-only {v['prefill']:.2f}, decode-only "
                         f"{v['decode']:.2f} req/s/GPU; 2P1D/colocated {v['ratio']:.2f}x")
     return Encoded(enc.setup + unit_text, enc.plans, finish)
 
 
 DISTSERVE_TABLE1 = {"opt-13b": (0.25, 0.1), "opt-66b": (2.5, 0.15), "opt-175b": (4.0, 0.2)}
-SLO_SCALES = np.geomspace(0.05, 1.0, 40)
+SLO_SCALES = np.geomspace(0.05, 4.0, 48)
 
 
-def _distserve_chatbot(which) -> Encoded:
+def _distserve_chatbot(which, engine=ENGINE) -> Encoded:
     plans, models = [], list(DISTSERVE_TABLE1)
     for m in models:
         ttft, tpot = DISTSERVE_TABLE1[m]
         common = dict(hardware="a100-80gb-sxm", model=m, **_lengths(workload("sharegpt")), ttft=ttft, tpot=tpot,
-                      percentile=0.9, engine=ENGINE)
+                      percentile=0.9, engine=engine)
         plans.append(plan_system("vllm", **common))
         scales = SLO_SCALES if which == "slo" else 1.0
         plans.append(plan_system("distserve", **dict(common, slo_scale=scales)))
@@ -273,26 +281,26 @@ def _distserve_chatbot(which) -> Encoded:
     return Encoded(setup, plans, finish)
 
 
-def _capacity_plans(system, hw, model, tp, w, tbt, chunk=None, median_ttft=None):
+def _capacity_plans(system, hw, model, tp, w, tbt, chunk, median_ttft, engine):
     """Sarathi-Serve's capacity: P99 TBT <= tbt and median scheduling delay < 2 s: two contracts, min goodput."""
     lengths = _lengths(w)
     pins = dict(tp=tp) if chunk is None else dict(tp=tp, chunk=chunk)
-    base = dict(hardware=hw, model=model, engine=ENGINE, **lengths, **pins)
+    base = dict(hardware=hw, model=model, engine=engine, **lengths, **pins)
     return [plan_system(system, **base, ttft=RELAXED_S, tpot=tbt, percentile=0.99),
             plan_system(system, **base, ttft=median_ttft, tpot=RELAXED_S, percentile=0.5)]
 
 
-def _sarathi(model, tp, cases, up_to) -> Encoded:
+def _sarathi(model, tp, cases, up_to, engine=ENGINE) -> Encoded:
     hw = "a100-80gb-pcie"
     plans, meta = [], []
     for wname, tbt, chunk in cases:
         w = workload(wname)
-        s_med = float(primitives.prefill_time(hw, model, w["input_median"], tp, engine=ENGINE))
+        s_med = float(primitives.prefill_time(hw, model, w["input_median"], tp, engine=engine))
         median_ttft = 2.0 + s_med
-        plans += _capacity_plans("sarathi-serve", hw, model, tp, w, tbt, chunk, median_ttft)
-        plans += _capacity_plans("vllm", hw, model, tp, w, tbt, None, median_ttft)
-        stall = colocated_stall_rate(hw, model, tp, w, tbt, 0.99, "gap_quantile") / tp
-        t_chunk = float(primitives.prefill_time(hw, model, chunk, tp, engine=ENGINE))
+        plans += _capacity_plans("sarathi-serve", hw, model, tp, w, tbt, chunk, median_ttft, engine)
+        plans += _capacity_plans("vllm", hw, model, tp, w, tbt, None, median_ttft, engine)
+        stall = colocated_stall_rate(hw, model, tp, w, tbt, 0.99, "gap_quantile", engine) / tp
+        t_chunk = float(primitives.prefill_time(hw, model, chunk, tp, engine=engine))
         meta.append((wname, tbt, chunk, stall, t_chunk))
 
     def finish(rs):
@@ -307,7 +315,8 @@ def _sarathi(model, tp, cases, up_to) -> Encoded:
             ratio = sar / vl if vl > 0 else np.inf
             vals.append(ratio)
             parts.append(f"{wname} TBT {tbt:g} s chunk {chunk}: Sarathi {sar:.3g}, vLLM {vl:.3g} req/s/GPU "
-                         f"(engine {vl_engine:.3g}, stall limit {stall:.3g}) = {ratio:.2f}x")
+                         f"(engine {vl_engine:.3g}, stall limit {stall:.3g}) = {ratio:.2f}x (engine-only "
+                         f"{sar / vl_engine:.2f}x)")
         v = np.nanmax(vals) if up_to else _g(vals)
         return float(v), "; ".join(parts) + ("; max over the cases ('up to')" if up_to and len(vals) > 1 else "")
     setup = (f"{model} on A100-80GB PCIe TP{tp}; capacity = max rate with P99 TBT <= bound and median scheduling "
@@ -319,19 +328,19 @@ def _sarathi(model, tp, cases, up_to) -> Encoded:
 SPLITWISE_CONTRACTS = ((0.5, 2.0, 1.25), (0.9, 3.0, 1.5), (0.99, 6.0, 5.0))  # (q, TTFT slowdown, TBT slowdown)
 
 
-def _splitwise(which) -> Encoded:
+def _splitwise(which, engine=ENGINE) -> Encoded:
     w = workload("azure_conv_2023")
     lengths = _lengths(w)
     models = ("llama-2-70b", "bloom-176b")
     ctx = w["input_len"] + 0.5 * w["output_len"]
     plans, meta = [], []
     for m in models:
-        ttft0 = float(primitives.prefill_time("a100-80gb-sxm", m, w["input_len"], 8, engine=ENGINE))
-        tbt0 = float(primitives.decode_step_time("a100-80gb-sxm", m, 1, ctx, 8, engine=ENGINE))
-        stall = min(colocated_stall_rate("a100-80gb-sxm", m, 8, w, k_tbt * tbt0, q, "gap_quantile")
+        ttft0 = float(primitives.prefill_time("a100-80gb-sxm", m, w["input_len"], 8, engine=engine))
+        tbt0 = float(primitives.decode_step_time("a100-80gb-sxm", m, 1, ctx, 8, engine=engine))
+        stall = min(colocated_stall_rate("a100-80gb-sxm", m, 8, w, k_tbt * tbt0, q, "gap_quantile", engine)
                     for q, _, k_tbt in SPLITWISE_CONTRACTS) / 8.0
         for q, k_ttft, k_tbt in SPLITWISE_CONTRACTS:
-            c = dict(model=m, **lengths, ttft=k_ttft * ttft0, tpot=k_tbt * tbt0, percentile=q, engine=ENGINE, tp=8)
+            c = dict(model=m, **lengths, ttft=k_ttft * ttft0, tpot=k_tbt * tbt0, percentile=q, engine=engine, tp=8)
             plans.append(plan_system("vllm", hardware="a100-80gb-sxm", **c))
             plans.append(plan_system("splitwise", pools=None, hardware="a100-80gb-sxm", **c))
             plans.append(plan_system("splitwise", pools=("h100-80gb-sxm", "a100-80gb-sxm"),
@@ -350,7 +359,8 @@ def _splitwise(which) -> Encoded:
             aa = [r[3 * c + 1] for c in range(3)]
             ha = [r[3 * c + 2] for c in range(3)]
             # every contract must hold: GPUs per unit rate = the max over contracts, per pool
-            g_base = max(max(1.0 / float(x["goodput"][0]) for x in base), 1.0 / stall if stall > 0 else np.inf)
+            g_engine = max(1.0 / float(x["goodput"][0]) for x in base)
+            g_base = max(g_engine, 1.0 / stall if stall > 0 else np.inf)
             aa_p = max(pool_gpus_per_rate(x, o, float(load_hardware("a100-80gb-sxm").price))[0][0] for x in aa)
             aa_d = max(pool_gpus_per_rate(x, o, float(load_hardware("a100-80gb-sxm").price))[1][0] for x in aa)
             ha_p = max(pool_gpus_per_rate(x, o, p_h, p_a)[0][0] for x in ha)
@@ -359,10 +369,14 @@ def _splitwise(which) -> Encoded:
             thr_ha = (w_a * g_base) / (w_h * ha_p + w_a * ha_d)        # iso-power throughput ratio
             cost_ha = (p_h * ha_p + p_a * ha_d) * thr_ha / (p_a * g_base)  # cluster cost at iso-power
             v = {"aa": thr_aa, "ha": thr_ha, "ha_cost": cost_ha}[which]
+            v_engine = {"aa": g_engine / (aa_p + aa_d), "ha": (w_a * g_engine) / (w_h * ha_p + w_a * ha_d),
+                        "ha_cost": (p_h * ha_p + p_a * ha_d) / (w_h * ha_p + w_a * ha_d) * w_a / p_a}[which]
             vals.append(v)
             parts.append(f"{m}: unloaded TTFT {ttft0 * 1e3:.0f} ms, TBT {tbt0 * 1e3:.1f} ms; Baseline-A100 "
-                         f"{1 / g_base:.3g} req/s/GPU (stall limit {stall:.3g}); AA {1 / (aa_p + aa_d):.3g} "
-                         f"req/s/GPU; HA P:D GPUs {ha_p / ha_d:.2f}; value {v:.2f}")
+                         f"{1 / g_base:.3g} req/s/GPU (engine {1 / g_engine:.3g}, stall limit {stall:.3g}); "
+                         f"AA {1 / (aa_p + aa_d):.3g} "
+                         f"req/s/GPU; HA/AA iso-power {thr_ha / thr_aa:.2f}; value {v:.2f} (engine-only "
+                         f"{v_engine:.2f})")
         return _g(vals), "; ".join(parts) + " (geometric mean over the two models)"
     what = {"aa": "iso-power (= iso-GPU) throughput ratio Splitwise-AA / Baseline-A100",
             "ha": "iso-power throughput ratio Splitwise-HA / Baseline-A100 (TDP 700 W H100, 400 W A100)",
@@ -372,12 +386,12 @@ def _splitwise(which) -> Encoded:
     return Encoded(setup, plans, finish)
 
 
-def _splitwise_residual() -> Encoded:
+def _splitwise_residual(engine=ENGINE) -> Encoded:
     i = workload("azure_conv_2023")["input_len"]
     plans = []
     for hw in ("a100-80gb-sxm", "h100-80gb-sxm"):
         c = dict(hardware=hw, model="llama-2-70b", input_len=i, output_len=211.0, ttft=RELAXED_S, tpot=RELAXED_S,
-                 percentile="mean", rate=0.01, engine=ENGINE, tp=8, pools=None)
+                 percentile="mean", rate=0.01, engine=engine, tp=8, pools=None)
         plans.append(plan_system("splitwise", **c))
         plans.append(plan_system("splitwise", **dict(c, kv_bandwidth=1e15)))
 
@@ -389,26 +403,32 @@ def _splitwise_residual() -> Encoded:
                    "infinite link, layer-wise overlap on", plans, finish)
 
 
-def _mooncake(tbt) -> Encoded:
+def _mooncake(tbt, engine=ENGINE) -> Encoded:
     w = workload("mooncake_conversation")
     c = dict(hardware="a100-80gb-sxm", model="llama-3.1-70b", **_lengths(w), ttft=30.0, tpot=tbt, percentile=0.9,
-             engine=ENGINE, tp=8)
+             engine=engine, tp=8)
     plans = [plan_system("mooncake", **c, cache_hit=w["cache_hit"]), plan_system("vllm", **c)]
-    stall = colocated_stall_rate("a100-80gb-sxm", "llama-3.1-70b", 8, w, tbt, 0.9, "slowest_decile_mean") / 8.0
+    stall = colocated_stall_rate("a100-80gb-sxm", "llama-3.1-70b", 8, w, tbt, 0.9, "slowest_decile_mean",
+                                 engine) / 8.0
+    stall_req = colocated_stall_rate("a100-80gb-sxm", "llama-3.1-70b", 8, w, tbt, 0.9,
+                                     "slowest_decile_mean_per_request", engine) / 8.0
 
     def finish(rs):
         mc = float(rs[0]["goodput"][0])
         vl_e = float(rs[1]["goodput"][0])
         vl = min(vl_e, stall)
         ratio = mc / vl if vl > 0 else np.inf
+        per_req = mc / min(vl_e, stall_req) if min(vl_e, stall_req) > 0 else np.inf
         return ratio, (f"Mooncake {mc:.3g} req/s/GPU (prefix hit {w['cache_hit']:.0%}), vLLM {vl:.3g} (engine "
-                       f"{vl_e:.3g}, stall limit {stall:.3g}); gain {100 * (ratio - 1):.0f}%")
+                       f"{vl_e:.3g}, stall limit {stall:.3g}); gain {100 * (ratio - 1):.0f}%; engine-only ratio "
+                       f"{mc / vl_e:.2f}x; per-request slowest-decile reading {per_req:.2f}x")
     return Encoded(f"Llama-3-70B shape on A100-80GB (A800 stand-in), 8-GPU instances (TP8), Mooncake conversation "
                    f"(in {w['input_len']:.0f} CV {w['input_cv']:.2f} / out {w['output_len']:.0f}), TTFT 30 s, TBT "
-                   f"{tbt:g} s (mean of slowest 10% of gaps) at 90%; compared as 1 + gain", plans, finish)
+                   f"{tbt:g} s (mean of the slowest 10% of all gaps), 90% attainment; compared as 1 + gain",
+                   plans, finish)
 
 
-def _mooncake_transfer() -> Encoded:
+def _mooncake_transfer(engine=ENGINE) -> Encoded:
     a, h = load_hardware("a100-80gb-sxm"), load_hardware("h100-80gb-sxm")
     kv = 40e9
 
@@ -442,12 +462,12 @@ def _orca_scales(w):
             "max": used / OPT_MAX_TOKENS}
 
 
-def _vllm_orca(which) -> Encoded:
+def _vllm_orca(which, engine=ENGINE) -> Encoded:
     w = workload("sharegpt")
     s = _orca_scales(w)[which]
     plans = []
     for m, tp, gpu in VLLM_PAPER:
-        c = dict(model=m, **_lengths(w), ttft=10.0, tpot=0.5, percentile="mean", engine=ENGINE, tp=tp)
+        c = dict(model=m, **_lengths(w), ttft=10.0, tpot=0.5, percentile="mean", engine=engine, tp=tp)
         plans.append(plan_system("vllm", hardware=_orca_hardware(gpu, m, tp, 1.0), **c))
         plans.append(plan_system("vllm", hardware=_orca_hardware(gpu, m, tp, s), **c))
 
@@ -460,7 +480,7 @@ def _vllm_orca(which) -> Encoded:
                    "the same policy with the KV capacity its reservation leaves", plans, finish)
 
 
-def _vllm_batch(which) -> Encoded:
+def _vllm_batch(which, engine=ENGINE) -> Encoded:
     w = workload("sharegpt")
     s = _orca_scales(w)[which]
 
@@ -474,32 +494,34 @@ def _vllm_batch(which) -> Encoded:
                    "per request)", [], finish)
 
 
-def encoders() -> dict[str, Callable[[], Encoded]]:
+def encoders(engine: str = ENGINE) -> dict[str, Callable[[], Encoded]]:
+    """claim id -> a function building its Encoded (plans + finishing rule) for an engine generation."""
+    e = engine
+    mistral_cases = [("openchat_sharegpt4", 0.1, 512), ("openchat_sharegpt4", 0.5, 2048),
+                     ("arxiv_summarization", 0.1, 512), ("arxiv_summarization", 0.5, 2048)]
     return {
-        "distserve-fig1-colocated": lambda: _fig1_row("colocated", ""),
-        "distserve-fig1-prefill-only": lambda: _fig1_row("prefill", "; prefill pool alone, TTFT only"),
-        "distserve-fig1-decode-only": lambda: _fig1_row("decode", "; decode pool alone, TPOT only"),
-        "distserve-fig1-2p1d": lambda: _fig1_row("ratio", "; min(2 prefill, 1 decode) / 3 GPUs vs colocated"),
-        "distserve-chatbot-vllm": lambda: _distserve_chatbot("rate"),
-        "distserve-chatbot-slo": lambda: _distserve_chatbot("slo"),
-        "sarathi-mistral-vllm": lambda: _sarathi("mistral-7b", 1, [("openchat_sharegpt4", 0.1, 512),
-                                                                   ("openchat_sharegpt4", 0.5, 2048),
-                                                                   ("arxiv_summarization", 0.1, 512),
-                                                                   ("arxiv_summarization", 0.5, 2048)], True),
-        "sarathi-yi-vllm": lambda: _sarathi("yi-34b", 2, [("openchat_sharegpt4", 0.2, 512)], True),
-        "sarathi-mistral-budget512": lambda: _sarathi("mistral-7b", 1, [("openchat_sharegpt4", 0.1, 512)], False),
-        "splitwise-aa-isopower": lambda: _splitwise("aa"),
-        "splitwise-ha-isopower": lambda: _splitwise("ha"),
-        "splitwise-ha-isopower-cost": lambda: _splitwise("ha_cost"),
-        "splitwise-kv-residual": _splitwise_residual,
-        "mooncake-conv-tbt100": lambda: _mooncake(0.1),
-        "mooncake-conv-tbt200": lambda: _mooncake(0.2),
-        "mooncake-conv-tbt300": lambda: _mooncake(0.3),
-        "mooncake-transfer-engine": _mooncake_transfer,
-        "vllm-orca-oracle": lambda: _vllm_orca("oracle"),
-        "vllm-orca-max": lambda: _vllm_orca("max"),
-        "vllm-batch-oracle": lambda: _vllm_batch("oracle"),
-        "vllm-batch-max": lambda: _vllm_batch("max"),
+        "distserve-fig1-colocated": lambda: _fig1_row("colocated", "", e),
+        "distserve-fig1-colocated-ttft-only": lambda: _fig1_row("colocated_ttft", "; TTFT constraint only", e),
+        "distserve-fig1-prefill-only": lambda: _fig1_row("prefill", "; prefill pool alone, TTFT only", e),
+        "distserve-fig1-decode-only": lambda: _fig1_row("decode", "; decode pool alone, TPOT only", e),
+        "distserve-fig1-2p1d": lambda: _fig1_row("ratio", "; min(2 prefill, 1 decode) / 3 GPUs vs colocated", e),
+        "distserve-chatbot-vllm": lambda: _distserve_chatbot("rate", e),
+        "distserve-chatbot-slo": lambda: _distserve_chatbot("slo", e),
+        "sarathi-mistral-vllm": lambda: _sarathi("mistral-7b", 1, mistral_cases, True, e),
+        "sarathi-yi-vllm": lambda: _sarathi("yi-34b", 2, [("openchat_sharegpt4", 0.2, 512)], True, e),
+        "sarathi-mistral-budget512": lambda: _sarathi("mistral-7b", 1, [("openchat_sharegpt4", 0.1, 512)], False, e),
+        "splitwise-aa-isopower": lambda: _splitwise("aa", e),
+        "splitwise-ha-isopower": lambda: _splitwise("ha", e),
+        "splitwise-ha-isopower-cost": lambda: _splitwise("ha_cost", e),
+        "splitwise-kv-residual": lambda: _splitwise_residual(e),
+        "mooncake-conv-tbt100": lambda: _mooncake(0.1, e),
+        "mooncake-conv-tbt200": lambda: _mooncake(0.2, e),
+        "mooncake-conv-tbt300": lambda: _mooncake(0.3, e),
+        "mooncake-transfer-engine": lambda: _mooncake_transfer(e),
+        "vllm-orca-oracle": lambda: _vllm_orca("oracle", e),
+        "vllm-orca-max": lambda: _vllm_orca("max", e),
+        "vllm-batch-oracle": lambda: _vllm_batch("oracle", e),
+        "vllm-batch-max": lambda: _vllm_batch("max", e),
     }
 
 
@@ -512,15 +534,106 @@ def _published(row) -> tuple[float, str]:
     return value, row["unit"]
 
 
-# Why a row is off by more than 2x (shown in REPORT.md and docs/papers.md only for rows that are).
-EXPLANATIONS: dict[str, str] = {}
+# Why a row is off by more than 2x (shown in REPORT.md and docs/papers.md only for rows that are). {ovh_ms} and
+# {ovh_tp_ms}: the engine's fitted fixed per-iteration overhead and its growth per TP doubling, filled in at run time.
+_OVERHEAD = ("Calibration transfer (modelling gap). The `{engine}` efficiency carries a fixed per-iteration overhead "
+             "of {ovh_ms:.1f} ms (+{ovh_tp_ms:.1f} ms per TP doubling) fitted on vLLM-2023 runs of 34B-70B models "
+             "at TP 2-8; on OPT-13B at TP1 it makes one decode step ~{opt13_ms:.0f} ms, about the whole 40 ms P90 "
+             "TPOT budget of DistServe Fig. 1, so every TPOT-bound goodput collapses. DistServe's engine ran this "
+             "decode far below 40 ms (its decode-only instance held 10 req/s). The encoding is not in doubt: the "
+             "SLO lines (P90 TTFT 0.4 s, P90 TPOT 0.04 s) are quoted in the authors' blog. Compare the "
+             "`predicted_engine_current` column (2026 fit, small overhead).")
+EXPLANATIONS: dict[str, str] = {
+    "distserve-fig1-colocated": _OVERHEAD,
+    "distserve-fig1-decode-only": _OVERHEAD,
+    "distserve-fig1-2p1d": _OVERHEAD + " Here the colocated denominator collapses while the prefill pool does not.",
+    "distserve-fig1-prefill-only": (
+        "Prefill calibration transfer: the `{engine}` fit (34B-70B models, TP 2-8) carries its {ovh_ms:.1f} ms "
+        "fixed overhead into every 512-token OPT-13B prefill at TP1, and its compute efficiency was not fitted on "
+        "this model; the prefill-only instance is the row least exposed to the decode-side overhead."),
+    "distserve-fig1-colocated-ttft-only": (
+        "Modelling gap on the colocated TTFT (paper-specific effect of vLLM-2023). The engine's prefill-prioritised "
+        "colocation queues a prompt only behind other prompts and the decode iteration in progress (M/G/1 with "
+        "decode iterations as vacations), so at 2.3 req/s the prefill utilisation is far below 1 and the P90 TTFT "
+        "is well inside 0.4 s. DistServe measured vLLM missing 0.4 s already at 2.3 req/s: costs of that vLLM "
+        "version outside the model (per-prompt scheduling and block allocation on the Python side, queued prompts "
+        "merged into one long prefill iteration, preemption/swapping under KV pressure). The prefill-only instance, "
+        "which has none of these, is predicted within 2x."),
+    "distserve-chatbot-vllm": (
+        "Disputed setup plus the same colocated optimism. DistServe does not tabulate its ShareGPT lengths; we use "
+        "vLLM's ShareGPT statistics (161 in / 338 out, CV 1 assumed). With such short prompts a prefill stalls the "
+        "decodes only briefly in the engine, so DistServe's edge is mostly its per-phase parallelism (1.0-1.4x "
+        "per model, see engine numbers). The paper's 2.0-4.6x includes vLLM-2023's measured interference, which "
+        "the engine underestimates (row distserve-fig1-colocated-ttft-only: measured colocated TTFT capacity 3.5x "
+        "below the engine's)."),
+    "distserve-chatbot-slo": (
+        "Same causes as distserve-chatbot-vllm (short ShareGPT prompts, optimistic colocated baseline); the SLO "
+        "scale is also read at vLLM's scale-1 goodput, whereas the paper fixes a rate per model that it does not "
+        "tabulate."),
+    "sarathi-mistral-vllm": (
+        "Metric translation (paper-specific). The ratio is set by vLLM's stall cap: a 1730-token median prompt "
+        "takes about the whole 0.1 s P99 TBT budget to prefill, so most gaps that contain a prefill break the "
+        "bound and vLLM is capped at the rate at which fewer than 1% of gaps stall. That cap depends steeply on "
+        "the prefill time, which the `{engine}` fit inflates at TP1 by its {ovh_ms:.0f} ms fixed overhead. "
+        "Without the cap (the engine's TPOT only) the ratio is ~1.5x; the published value lies between the two "
+        "readings (engine numbers). The abstract's 'up to 2.6x' and Sec 5.2's 3.5x at the strict SLO and chunk "
+        "512 are not the same comparison (a vLLM configuration the table does not record), so one encoding "
+        "cannot match both."),
+    "sarathi-mistral-budget512": "See sarathi-mistral-vllm: same setting, same stall-cap reading of vLLM's P99 TBT.",
+    "sarathi-yi-vllm": "See sarathi-mistral-vllm: vLLM's capacity is set by the stall cap on its P99 TBT.",
+    "splitwise-aa-isopower": (
+        "Metric translation of the baseline (paper-specific). Table VI bounds the baseline's P99 and P90 TBT at 5x "
+        "and 1.5x of the unloaded step; every gap that holds a 1155-token prefill breaks them, so Baseline-A100 is "
+        "capped at the rate where at most 1% of gaps stall. A 1155-token prefill is close to the P99 bound, so the "
+        "cap is steep in the prefill time, which the fit overstates at TP8 (measured 1024-token prefill 155 ms in "
+        "the profile it was fitted on). Without the cap the ratio is the 'engine-only' value in the engine "
+        "numbers, close to the published one."),
+    "splitwise-ha-isopower": (
+        "Two gaps and a design-point difference. (1) Modelling gap: one efficiency set per engine for every GPU "
+        "scales prefill with the datasheet FLOP/s, H100/A100 = 3.2x, while the measured vLLM-2023 profile the fit "
+        "uses shows 2.2-2.4x (Llama-2-70B TP2: 2048-token prefill 688 ms on A100 vs 310 ms on H100), so the H100 "
+        "prompt pool is too cheap per watt. (2) Disputed setup: the Fig. 18a Splitwise-HA cluster was chosen to "
+        "be 10% cheaper at iso-power, not to maximise throughput; we size its pools for throughput per watt. (3) "
+        "The baseline stall cap of splitwise-aa-isopower. Published HA/AA is 0.55; see the predicted HA/AA in the "
+        "engine numbers."),
+    "splitwise-ha-isopower-cost": "See splitwise-ha-isopower: the HA pools are sized for throughput per watt.",
+    "splitwise-kv-residual": (
+        "Modelling gap. With layer-wise overlap the engine exposes only the last layer's share of the transfer, "
+        "I x KV bytes / (tp B L) (hundredths of a ms here), and it has no fixed per-transfer latency. Splitwise's "
+        "measured 5-8 ms non-overlapped time is fixed cost: connection and buffer setup, per-layer "
+        "synchronisation and completion signalling (MSCCL++ over InfiniBand). A per-transfer latency term of a "
+        "few ms in the disaggregated TTFT would close it; it matters only for tight TTFT bounds."),
+    "mooncake-conv-tbt100": (
+        "TBT reading and baseline setup. We read Mooncake's TBT (mean of the slowest 10% of gaps) over all gaps; "
+        "the stricter per-request reading and the engine-only ratio bracket the published value (engine "
+        "numbers). The vLLM baseline's configuration (chunked prefill, prefix caching) is not in the table."),
+    "mooncake-conv-tbt200": "See mooncake-conv-tbt100.",
+    "mooncake-conv-tbt300": "See mooncake-conv-tbt100.",
+    "mooncake-transfer-engine": (
+        "Line-rate assumption: the engine moves KV at the NICs' full line rate; the Transfer Engine achieved 87% "
+        "of 4x200 Gb/s and 47.5% of 8x400 Gb/s."),
+    "vllm-orca-oracle": (
+        "Orca's waste is modelled as reservation only (I + O held for the whole lifetime, length-biased); the "
+        "buddy allocator's fragmentation and ShareGPT's true length spread (CV 1 assumed) are not modelled."),
+    "vllm-orca-max": "See vllm-orca-oracle (Orca (Max) reserves OPT's 2048-token maximum per request).",
+    "vllm-batch-oracle": "See vllm-orca-oracle.",
+    "vllm-batch-max": "See vllm-orca-max.",
+}
 
 
-def predict_claims(path: str | Path | None = None) -> pd.DataFrame:
+def _explanation_context(engine: str) -> dict:
+    from ..calibration import load_efficiency
+    eff = load_efficiency(engine)
+    step = float(primitives.decode_step_time("a100-80gb-sxm", "opt-13b", 1, 544, 1, engine=engine))
+    return dict(engine=engine, ovh_ms=float(eff.overhead) * 1e3, ovh_tp_ms=float(eff.overhead_tp) * 1e3,
+                opt13_ms=step * 1e3)
+
+
+def predict_claims(path: str | Path | None = None, engine: str = ENGINE) -> pd.DataFrame:
     """Predict every published claim; columns id, paper, metric, published, predicted, log_error (= log(predicted /
     published)), abs_log_error, unit, setup, detail, explanation."""
     table = load_claims(path)
-    enc = encoders()
+    enc = encoders(engine)
     missing = [i for i in table["id"] if i not in enc]
     if missing:
         raise FrontierError(f"no encoder for claim row(s) {', '.join(missing)}: add one in papers/claims.py")
@@ -528,6 +641,7 @@ def predict_claims(path: str | Path | None = None) -> pd.DataFrame:
     plans = [p for e in encoded.values() for p in e.plans]
     results = run_plans(plans)
     rows, at = [], 0
+    ctx = _explanation_context(engine)
     for _, row in table.iterrows():
         e = encoded[row["id"]]
         rs = results[at: at + len(e.plans)]
@@ -539,6 +653,6 @@ def predict_claims(path: str | Path | None = None) -> pd.DataFrame:
         rows.append(dict(id=row["id"], paper=row["paper"], metric=row["metric"], published=pub, predicted=pred,
                          log_error=log_error, abs_log_error=abs(log_error), unit=unit, setup=e.setup,
                          detail=detail, where=row["where"],
-                         explanation=EXPLANATIONS.get(row["id"], "") if abs(log_error) > LOG2 or not
-                         np.isfinite(log_error) else ""))
+                         explanation=EXPLANATIONS.get(row["id"], "").format(**ctx) if abs(log_error) > LOG2
+                         or not np.isfinite(log_error) else ""))
     return pd.DataFrame(rows)

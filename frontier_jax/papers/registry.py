@@ -44,7 +44,6 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -153,7 +152,7 @@ _BUILTIN = (
     System("mooncake", "Mooncake (Qin et al., FAST'25)", "disaggregated",
            features={"kv_link": "nic", "prefix_cache": True, "cache_link": "nic",
                      "kv_transfer": "layer-wise over RDMA (Transfer Engine)",
-                     "tbt_definition": "mean of the slowest 10% of a request's per-token gaps"}),
+                     "tbt_definition": "mean of the slowest 10% of per-token gaps"}),
 )
 SYSTEMS: dict[str, System] = {s.name: s for s in _BUILTIN}
 
@@ -233,20 +232,20 @@ def run_jobs(jobs: list[Job]) -> list[dict[str, np.ndarray]]:
     for job in jobs:
         point, demand, price = inputs.build(job.hardware, job.model, engine=job.engine, precision=job.precision,
                                             **job.kwargs)
-        shape = price.shape
+        shape = np.shape(price)
         n = int(np.prod(shape)) if shape else 1
-        flat = jax.tree.map(lambda x, n=n, shape=shape: jnp.reshape(jnp.broadcast_to(x, shape), (n,)),
-                            (point, demand, price))
-        sp = SpaceArrays(*(jnp.broadcast_to(jnp.asarray(_padded(f, job.space[f]), dtype=price.dtype),
-                                            (n, SPACE_LEN[f])) for f in SPACE_FIELDS))
+        flat = jax.tree.map(lambda x, n=n, shape=shape: np.reshape(np.broadcast_to(np.asarray(x, float), shape),
+                                                                   (n,)), (point, demand, price))
+        sp = SpaceArrays(*(np.broadcast_to(np.asarray(_padded(f, job.space[f]), float), (n, SPACE_LEN[f]))
+                           for f in SPACE_FIELDS))
         pieces.append((flat, sp))
         sizes.append(n)
     if not pieces:
         return []
-    allin = jax.tree.map(lambda *xs: jnp.concatenate(xs), *pieces)
     total = sum(sizes)
     padded = -(-total // BUCKET) * BUCKET
-    allin = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - total, axis=0)]), allin)
+    allin = jax.tree.map(lambda *xs: np.concatenate(xs), *pieces)
+    allin = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[-1:], padded - total, axis=0)]), allin)
     outs = []
     for start in range(0, padded, BUCKET):
         (pt, dm, pr), sp = jax.tree.map(lambda x, s=start: x[s:s + BUCKET], allin)
@@ -307,6 +306,12 @@ def _input_quantile(mean, cv, percentile):
     return np.exp(np.log(_arr(mean)) - 0.5 * s2 + np.sqrt(s2) * ndtri(_arr(percentile)))
 
 
+def _same_gpu(a, b) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().lower() == b.strip().lower()
+    return a is b
+
+
 def _select(out: dict, a: int) -> dict:
     return {k: (v[:, a] if v.ndim == 2 else v) for k, v in out.items()}
 
@@ -352,7 +357,7 @@ def plan_system(system: str | System, **scenario) -> Plan:
              "hardware": str(hw_p) if isinstance(hw_p, str) else "custom",
              "decode_hardware": str(hw_d) if isinstance(hw_d, str) else "custom"}
     prefix = bool(system.features.get("prefix_cache", False)) and np.any(_arr(sc.get("cache_hit", 0.0)) > 0)
-    pooled = arch == 2 and (hw_p != hw_d or prefix or decode_price is not None)
+    pooled = arch == 2 and (not _same_gpu(hw_p, hw_d) or prefix or decode_price is not None)
     if not pooled:
         job = Job(hw_p, model, space, dict(sc), engine, precision)
         return Plan(system, [job], lambda rs: _as_system(_select(rs[0], arch)), shape, attrs)
@@ -394,8 +399,10 @@ def plan_system(system: str | System, **scenario) -> Plan:
     fluid = sc.get("rate") is None
 
     def combine(rs):
-        outs = [_select(r, 2) for r in rs[:-1]]
-        dec = _select(rs[-1], 2)
+        # a job whose array input was relaxed to a scalar has one point: broadcast every job to the n points
+        full = lambda r: {k: np.broadcast_to(np.asarray(v, float), (n,)) for k, v in _select(r, 2).items()}  # noqa
+        outs = [full(r) for r in rs[:-1]]
+        dec = full(rs[-1])
         stack = lambda key: np.stack([np.asarray(out[key], float) for out in outs])  # noqa: E731
         p_feas = (stack("feasible") > 0.5) & oks
         pcost = np.where(p_feas, stack("prefill") + stack("kv_tax"), np.inf)

@@ -165,6 +165,7 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     else:
         ds = netcdf.create(partial, spec, outputs, extra, attrs=netcdf.provenance_attrs(devices),
                            chunk_points=chunk_pts, n_chunks=n_chunks, process_index=proc[0], process_count=proc[1])
+    bar = None
     try:
         done = netcdf.done_mask(ds)
         todo = [i for i in range(proc[0], n_chunks, proc[1]) if not done[i]]
@@ -192,8 +193,9 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
             pending = (i, result)
         if pending is not None:
             finish(*pending)
-        bar.close()
     finally:
+        if bar is not None:  # also on Ctrl-C, so that the interruption message starts on its own line
+            bar.close()
         ds.close()
     os.replace(partial, final)
     seconds = time.perf_counter() - t_begin

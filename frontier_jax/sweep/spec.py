@@ -40,6 +40,7 @@ class InputSpec:
     lower_open: bool = False
     choices_fn: Callable[[], list[str]] | None = None
     upper_open: bool = False
+    hint: str = ""  # appended to the out-of-range message (e.g. the units the value is in)
 
     def bounds_text(self) -> str:
         lo = "" if self.lower is None else f"{self.lower:g} {'<' if self.lower_open else '<='} "
@@ -79,8 +80,11 @@ DEFAULT_REGISTRY: Mapping[str, InputSpec] = {
         _pos("output_len", "tokens", "mean output length"),
         _pos("total_len", "tokens", "mean input plus output length"),
         _pos("io_ratio", "1", "input/output length ratio at fixed total length"),
-        _pos("ttft", "s", "time-to-first-token bound"),
-        _pos("tpot", "s", "time-per-output-token bound"),
+        # upper bounds = frontier_jax.inputs.MAX_TTFT_S / MAX_TPOT_S: larger values are milliseconds by mistake
+        InputSpec("ttft", "continuous", "s", "time-to-first-token bound", 0.0, 600.0, lower_open=True,
+                  hint="ttft is in seconds (2000 ms is 2.0)"),
+        InputSpec("tpot", "continuous", "s", "time-per-output-token bound", 0.0, 10.0, lower_open=True,
+                  hint="tpot is in seconds (50 ms is 0.05)"),
         InputSpec("percentile", "continuous", "1", "SLO percentile", 0.0, 1.0, lower_open=True, upper_open=True),
         _pos("rate", "s-1", "request arrival rate"),
         _pos("kv_bandwidth", "B/s", "KV-transfer link bandwidth"),
@@ -175,9 +179,18 @@ def load_spec(src: str | os.PathLike | Mapping[str, Any], registry: Mapping[str,
     else:
         if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and "=" not in src):
             path = Path(src)
+            if path.is_dir():
+                raise FrontierError(f"spec path {str(path)!r} is a directory; pass the spec's .toml file")
             if not path.is_file():
                 raise FrontierError(f"spec file {str(path)!r} not found; check the path")
-            text, where = path.read_text(), str(path)
+            try:
+                text, where = path.read_text(encoding="utf-8"), str(path)
+            except UnicodeDecodeError as e:
+                raise FrontierError(f"spec file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                                    "save it as a UTF-8 TOML file") from None
+            except OSError as e:
+                raise FrontierError(f"cannot read spec file {str(path)!r} ({e.strerror or e}); "
+                                    "check its permissions") from None
         elif isinstance(src, str):
             text = src
         else:
@@ -339,7 +352,8 @@ def _check_value(inp: InputSpec, v: Any, where: str, choices_of: Callable[[Input
     lo_bad = inp.lower is not None and (x < inp.lower or (inp.lower_open and x == inp.lower))
     hi_bad = inp.upper is not None and (x > inp.upper or (inp.upper_open and x == inp.upper))
     if lo_bad or hi_bad:
-        raise FrontierError(f"{where}: value {x:g} is out of range; need {inp.bounds_text()}")
+        hint = f"; {inp.hint}" if inp.hint else ""
+        raise FrontierError(f"{where}: value {x:g} is out of range; need {inp.bounds_text()}{hint}")
     if inp.kind == "integer":
         if x != round(x):
             raise FrontierError(f"{where}: {inp.name} must be a whole number, got {x:g}")

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# GPU check of the sweep engine: is the GPU used, do GPU and CPU agree, how fast are 1e6 and 1e7 sweeps and a
+# 1e6-point break-even solve. Prints a short table; writes gpu_check.log and gpu_check.json under ${OUT}.
+#
+#   bash benchmarks/gpu_check.sh                # from the repository root, on a machine with an NVIDIA GPU
+#   OUT=/somewhere GPU_CHUNK=131072 bash benchmarks/gpu_check.sh
+#
+# Needs the package (`pip install -e .`) and a CUDA build of jax (`pip install "jax[cuda12]"`); both are tried
+# once if missing. Without a GPU backend it says so and exits 2. Budget: about 8 minutes on an H100 (each stage
+# checks the time left, and the 1e7 sweep is skipped if the 1e6 rate says it would not fit).
+# Environment: OUT (default /tmp/gpu_check), WORK (netCDF scratch, default /tmp/gpu_check_work; the sweep
+# outputs are 0.4 GB at 1e6 and 4 GB at 1e7 points, so they are not put in OUT), GPU_CHUNK (points per compiled
+# call, default 262144), BUDGET_S (default 450), BREAKEVEN_ARGS (arguments of `frontier breakeven`),
+# NO_INSTALL=1 (never pip install), DRY_RUN=1 (test this script on a CPU-only machine: CPU as the "GPU",
+# 1e4-point grids in place of 1e6 and 1e7; the numbers then mean nothing).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_check}
+WORK=${WORK:-/tmp/gpu_check_work}
+mkdir -p "$OUT" "$WORK"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+export OUT WORK
+export GPU_CHUNK=${GPU_CHUNK:-262144}
+export BUDGET_S=${BUDGET_S:-450}
+export T_START=$(date +%s)
+export DRY_RUN=${DRY_RUN:-0}
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
+echo "== frontier-jax GPU check, $(date -u +%FT%TZ), $(hostname)"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+else
+  echo "nvidia-smi not found"
+fi
+
+python -c 'import frontier_jax' 2>/dev/null || { echo "installing the package (pip install -e .)"; \
+  pip install -q -e . || pip install -q --no-deps -e .; }
+backend() { python -c 'import jax; print(jax.default_backend())' 2>/dev/null; }
+B=$(backend)
+if [ "${DRY_RUN:-0}" = 1 ]; then echo "DRY RUN on the CPU: timings are not GPU timings"; B=gpu; fi
+if [ "$B" != "gpu" ] && [ "${NO_INSTALL:-0}" != 1 ]; then
+  V=$(python -c 'import jax; print(jax.__version__)' 2>/dev/null)
+  echo "JAX backend is '${B:-none}': trying pip install \"jax[cuda12]==$V\" (needs a package index) ..."
+  timeout 240 pip install -q "jax[cuda12]==$V" || echo "pip install jax[cuda12] failed"
+  B=$(backend)
+fi
+python -c 'import jax; print("jax", jax.__version__, "devices:", jax.devices())' || true
+[ "${DRY_RUN:-0}" = 1 ] && B=gpu
+if [ "$B" != "gpu" ]; then
+  echo "NO GPU BACKEND: jax.default_backend() is '${B:-none}'. Install a CUDA build of jax matching the driver"
+  echo "(pip install \"jax[cuda12]\") and rerun. Nothing was timed."
+  exit 2
+fi
+
+python - <<'PY'
+import json, os, subprocess, sys, time, importlib.util
+from pathlib import Path
+import numpy as np
+import jax
+jax.config.update("jax_enable_x64", True)  # the CLI's default precision
+import jax.numpy as jnp
+from frontier_jax.sweep import load_spec, run_sweep
+from frontier_jax.sweep.grid import decode_points, layout, point_arrays
+from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+
+OUT, WORK = Path(os.environ["OUT"]), Path(os.environ["WORK"])
+CHUNK, BUDGET, T0 = int(os.environ["GPU_CHUNK"]), float(os.environ["BUDGET_S"]), float(os.environ["T_START"])
+left = lambda: BUDGET - (time.time() - T0)  # noqa: E731
+res = {"devices": [str(d) for d in jax.devices()], "jax": jax.__version__, "chunk": CHUNK, "rows": []}
+rows = res["rows"]
+
+
+def save():
+    (OUT / "gpu_check.json").write_text(json.dumps(res, indent=1, default=float))
+
+
+DRY = os.environ["DRY_RUN"] == "1"
+SIZES = {"1e6": "1e4", "1e7": "1e4"} if DRY else {"1e6": "1e6", "1e7": "1e7"}
+# 1. the GPU is used
+gpu = jax.devices("cpu" if DRY else "gpu")[0]
+x = jax.jit(lambda a: jnp.sin(a) @ a)(jnp.ones((512, 512)))
+used = {d.platform for d in x.devices()}
+print(f"[1] default backend {jax.default_backend()}, result on {used}, device kind {gpu.device_kind}")
+res["gpu_used"] = used == {gpu.platform}
+if not res["gpu_used"]:
+    print("FAIL: the computation did not run on the GPU"); save(); sys.exit(1)
+
+# 2. GPU vs CPU on random points of the same (small) spec, float64 on both
+spec = load_spec("sweeps/bench_1e4.toml")
+lay, host = layout(spec), point_arrays(spec)
+idx = np.sort(np.random.default_rng(0).choice(spec.size, 2048, replace=False))
+kern = make_kernel(spec)
+f = lambda a, i: kern(decode_points(lay, a, i))  # noqa: E731
+outs = {}
+for name, dev in (("gpu", gpu), ("cpu", jax.devices("cpu")[0])):
+    t = time.perf_counter()
+    with jax.default_device(dev):
+        a = {k: jax.device_put(v, dev) for k, v in host.items()}
+        o = jax.jit(f)(a, jax.device_put(idx, dev))
+        outs[name] = {k: np.asarray(v) for k, v in o.items()}
+    print(f"[2] {name}: 2048 random points, compile + run {time.perf_counter() - t:.1f} s")
+g, c = outs["gpu"], outs["cpu"]
+cmp = {}
+for k in g:
+    a, b = g[k].astype(float), c[k].astype(float)
+    nan_same = bool(np.array_equal(np.isnan(a), np.isnan(b)))
+    ok = np.isfinite(a) & np.isfinite(b)
+    rel = float((np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-300)).max()) if ok.any() else 0.0
+    cmp[k] = dict(max_rel=rel, nan_pattern_equal=nan_same)
+worst = max((v["max_rel"] for k, v in cmp.items() if k not in ("feasible", "reason", "best_arch")), default=0.0)
+flags_equal = all(np.array_equal(g[k], c[k]) for k in ("feasible", "reason", "best_arch"))
+nan_equal = all(v["nan_pattern_equal"] for v in cmp.values())
+res["gpu_vs_cpu"] = dict(points=len(idx), worst_rel=worst, flags_equal=flags_equal, nan_patterns_equal=nan_equal,
+                         per_variable=cmp)
+print(f"[2] GPU vs CPU (float64): worst relative difference {worst:.2e}; flags equal {flags_equal}; "
+      f"NaN patterns equal {nan_equal}")
+rows.append(("GPU vs CPU, 2048 random points", f"max rel diff {worst:.1e}", "OK" if worst < 1e-6 and flags_equal
+             and nan_equal else "CHECK"))
+save()
+
+
+# 3. sweeps
+def sweep(size, tag="f64"):
+    sp = load_spec(f"sweeps/bench_{SIZES[size]}.toml")
+    out = WORK / f"bench_{size}_{tag}.nc"
+    t = time.perf_counter()
+    s = run_sweep(sp, make_kernel(sp), outputs_meta(), out, extra_coords=EXTRA_COORDS, chunk=CHUNK, overwrite=True,
+                  progress=False)
+    wall = time.perf_counter() - t
+    out.unlink(missing_ok=True)
+    r = dict(points=s.points, wall_s=wall, compile_s=s.compile_seconds, eval_s=s.seconds - s.compile_seconds,
+             points_per_s=s.points_per_second)
+    res[f"sweep_{size}_{tag}"] = r
+    print(f"[3] {size} sweep ({tag}): {s.points:,} points in {wall:.1f} s, compile {s.compile_seconds:.1f} s, "
+          f"{s.points_per_second:,.0f} points/s")
+    rows.append((f"sweep {size} points ({tag}, run_sweep, netCDF)", f"{s.points_per_second:,.0f} points/s",
+                 f"{r['eval_s']:.1f} s + compile {s.compile_seconds:.1f} s"))
+    save()
+    return r
+
+
+r6 = sweep("1e6")
+need7 = 10 * r6["eval_s"] + r6["compile_s"] + 30
+if left() > need7:
+    sweep("1e7")
+else:
+    print(f"[3] 1e7 sweep skipped: needs about {need7:.0f} s, {left():.0f} s left in the budget")
+    rows.append(("sweep 1e7 points", "skipped (time budget)", f"would need ~{need7:.0f} s"))
+
+# 4. break-even: `frontier breakeven` on sweeps/bench_breakeven_1e6.toml (1e6 points; the Python API if the CLI
+#    has no such command yet)
+BE_SPEC = "sweeps/bench_breakeven_1e6.toml"
+BE_CHUNK = int(os.environ.get("BREAKEVEN_CHUNK", "65536"))
+if importlib.util.find_spec("frontier_jax.breakeven") is None:
+    print("[4] break-even: skipped, frontier_jax.breakeven does not exist in this version")
+    rows.append(("break-even 1e6", "skipped", "no frontier_jax.breakeven"))
+elif left() < 60:
+    print("[4] break-even: skipped, time budget spent")
+    rows.append(("break-even 1e6", "skipped (time budget)", ""))
+else:
+    import tomllib
+    from frontier_jax import cli
+    be_out = WORK / "breakeven.nc"
+    spec_src = BE_SPEC
+    if DRY:  # a 160-point version of the same problem
+        raw = tomllib.loads(Path(BE_SPEC).read_text())
+        raw["axes"].update(input_len={"logspace": [64, 32768, 4]}, output_len={"logspace": [16, 4096, 4]})
+        del raw["axes"]["slo_scale"]
+        spec_src = raw
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    t = time.perf_counter()
+    if "breakeven" in sub.choices and not DRY and not os.environ.get("BREAKEVEN_API"):
+        helptext = sub.choices["breakeven"].format_help()
+        args = os.environ.get("BREAKEVEN_ARGS", "").split() or (
+            [BE_SPEC, "-o", str(be_out)] + (["--chunk", str(BE_CHUNK)] if "--chunk" in helptext else [])
+            + (["--overwrite"] if "--overwrite" in helptext else []))
+        cmd = [sys.executable, "-m", "frontier_jax.cli", "breakeven", *args]
+        print("[4] break-even:", " ".join(cmd), flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, left() - 10))
+        ok, how = p.returncode == 0, "frontier breakeven"
+        print(p.stdout[-3000:], p.stderr[-3000:])
+        info = {"rc": p.returncode}
+    else:
+        from frontier_jax.breakeven import breakeven
+        how = "frontier_jax.breakeven.breakeven (no CLI command)"
+        print(f"[4] break-even via {how}, chunk {BE_CHUNK}", flush=True)
+        try:
+            ds = breakeven(spec_src, out=be_out, chunk=BE_CHUNK, overwrite=True)
+            info = {k: float(ds.attrs[k]) for k in ("breakeven_seconds", "breakeven_compile_seconds",
+                                                    "breakeven_points_per_second") if k in ds.attrs}
+            ds.close()
+            ok = True
+        except Exception as e:  # report, never abort the check
+            ok, info = False, {"error": repr(e)}
+            print("break-even failed:", repr(e))
+    wall = time.perf_counter() - t
+    be_out.unlink(missing_ok=True)
+    res["breakeven"] = dict(how=how, wall_s=wall, ok=ok, **info)
+    pps = info.get("breakeven_points_per_second")
+    rows.append((f"break-even 1e6 points ({how.split()[0]})",
+                 (f"{pps:,.0f} points/s" if pps else f"{wall:.1f} s wall") if ok else "FAILED",
+                 f"{wall:.1f} s wall" + (f", compile {info['breakeven_compile_seconds']:.1f} s"
+                                         if "breakeven_compile_seconds" in info else "")))
+    save()
+
+# 5. float32 rate at 1e6 if there is time (the GPU's fast precision)
+if left() > 2 * r6["wall_s"] + 30:
+    jax.config.update("jax_enable_x64", False)
+    sweep("1e6", "f32")
+    jax.config.update("jax_enable_x64", True)
+
+res["total_s"] = time.time() - T0
+save()
+print("\n== summary (" + ", ".join(res["devices"]) + f"; chunk {CHUNK:,}; {res['total_s']:.0f} s in all)")
+w = max(len(r[0]) for r in rows)
+for a, b, c in rows:
+    print(f"  {a:<{w}}  {b:>24}  {c}")
+PY
+rc=$?
+echo "outputs: $OUT/gpu_check.log, $OUT/gpu_check.json (rc=$rc)"
+exit $rc

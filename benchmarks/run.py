@@ -1,0 +1,439 @@
+"""Performance benchmarks of the full evaluation (three architectures, configuration search, goodput).
+
+    python benchmarks/run.py                      # 1e4, 1e5, 1e6 points, numpy reference, loop, float32 check
+    python benchmarks/run.py --quick              # 1e4 and 1e5 only, fewer reference points (~5 min)
+    python benchmarks/run.py --sizes 1e4,1e5,1e6,1e7
+    python benchmarks/run.py --tune-chunks 4096,8192,16384,32768,65536 --sizes 1e5
+
+Every size runs `run_sweep` on sweeps/bench_<size>.toml (netCDF written to a temporary folder, as a user would
+run it); compile time is reported separately from the evaluation rate. The same closed-form model is then
+evaluated by the numpy reference (benchmarks/numpy_reference.py, vectorised over points and configurations) and
+by a per-point Python loop (the numpy reference called on one point at a time), in the same process, and the
+speed-ups are the ratios of points per second. Medians over repeats after a warm-up; JAX results are blocked on
+(run_sweep pulls every chunk to the host). Results: a table on stdout and JSON in benchmarks/results/.
+
+The machine may be shared: the JSON records the load average, and each phase's process CPU time next to its
+wall time (points per CPU-second do not depend on how many other processes share the cores).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import functools
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"1e4": 10_000, "1e5": 100_000, "1e6": 1_000_000, "1e7": 10_000_000}
+
+
+def parse_args(argv=None):
+    a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--sizes", default=None, help="comma-separated grid sizes among 1e4,1e5,1e6,1e7 "
+                   "(default 1e4,1e5,1e6; --quick: 1e4,1e5)")
+    a.add_argument("--quick", action="store_true", help="small sizes and fewer reference points")
+    a.add_argument("--repeats", type=int, default=3, help="timed repeats per size up to 1e5 (median reported); "
+                   "1e6 and 1e7 are timed once after the compile")
+    a.add_argument("--chunk", type=int, default=16384, help="run_sweep chunk (points per compiled call)")
+    a.add_argument("--numpy-points", type=int, default=8192, help="points of each grid given to the numpy "
+                   "reference (its cost per point is flat beyond its 4096-point block)")
+    a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")
+    a.add_argument("--f32-size", default="1e5", help="grid for the float32 vs float64 comparison ('' to skip)")
+    a.add_argument("--tune-chunks", default="", help="comma-separated chunk sizes to time on the smallest grid "
+                   "of --sizes above 1e4 (one compile each)")
+    a.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N XLA devices (run_sweep "
+                   "shards each chunk over them); 0 = JAX default")
+    a.add_argument("--no-flops", action="store_true", help="skip the FLOP count (unrolled lowering, ~30 s)")
+    a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
+    args = a.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = "1e4,1e5" if args.quick else "1e4,1e5,1e6"
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for s in args.sizes:
+        if s not in SIZES:
+            a.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
+    if args.quick:
+        args.numpy_points = min(args.numpy_points, 2048)
+        args.loop_points = min(args.loop_points, 5)
+        args.repeats = min(args.repeats, 2)
+    return args
+
+
+# ---------------------------------------------------------------- measurement helpers
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Phase:
+    """Wall time, process CPU time and peak RSS (sampled every 20 ms) of a block."""
+
+    def __enter__(self):
+        self.peak, self._stop = rss_bytes(), threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.02):
+                self.peak = max(self.peak, rss_bytes())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        self.load0 = os.getloadavg()[0]
+        self.t0, self.c0 = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.t0, cpu_seconds() - self.c0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+        self.load = (self.load0 + os.getloadavg()[0]) / 2
+
+
+def machine() -> dict:
+    import jax
+    import numpy as np
+
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    flags = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        flags = next((ln for ln in f if ln.startswith("flags")), "")
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1]) * 1024
+    mhz = None
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        mhz = float(next(ln for ln in f if ln.startswith("cpu MHz")).split(":")[1])
+    import hashlib
+
+    model_files = sorted((ROOT / "frontier_jax").glob("*.py")) + sorted((ROOT / "frontier_jax" / "arch").glob("*.py"))
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in model_files)).hexdigest()[:12]
+    return dict(model_code_sha256=code, cpu_model=model, cores=os.cpu_count(), cores_usable=len(os.sched_getaffinity(0)),
+                cpu_mhz=mhz, avx512="avx512f" in flags, avx2="avx2" in flags, memory_bytes=mem,
+                hostname=platform.node(), python=platform.python_version(), numpy=np.__version__,
+                jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
+                xla_flags=os.environ.get("XLA_FLAGS", ""), load_average=os.getloadavg())
+
+
+# ---------------------------------------------------------------- the JAX side
+def spec_path(size: str) -> Path:
+    return ROOT / "sweeps" / f"bench_{size}.toml"
+
+
+def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64") -> dict:
+    """run_sweep on the size's grid: a cold run (compile + evaluation), then `repeats` warm runs (cached
+    executable) for sizes up to 1e5. Returns the rates and the output path of the last run."""
+    from frontier_jax.sweep import load_spec, run_sweep
+    from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+
+    spec = load_spec(spec_path(size))
+    kernel, meta = make_kernel(spec), outputs_meta()
+    out = tmp / f"{size}_{tag}.nc"
+    runs = []
+    n_warm = repeats if SIZES[size] <= 100_000 else 0
+    for i in range(1 + n_warm):
+        with Phase() as ph:
+            s = run_sweep(spec, kernel, meta, out, extra_coords=EXTRA_COORDS, chunk=chunk, overwrite=True,
+                          progress=False)
+        runs.append(dict(wall=ph.wall, cpu=ph.cpu, compile=s.compile_seconds, eval=s.seconds - s.compile_seconds,
+                         peak_rss=ph.peak, load=ph.load))
+        print(f"  [{tag} {size}] run {i}: {s.seconds:.1f} s (compile {s.compile_seconds:.1f} s), "
+              f"{s.points_per_second:,.0f} points/s, load {ph.load:.1f}", flush=True)
+    cold, warm = runs[0], runs[1:] or runs[:1]
+    evals = [r["eval"] for r in warm]
+    ev = statistics.median(evals)
+    # CPU seconds of the evaluation alone: the warm runs have no compile; for a cold-only size, subtract the
+    # compile's CPU share in proportion (compiles are single-threaded: about their wall time).
+    cpu = statistics.median([r["cpu"] for r in warm]) if n_warm else cold["cpu"] - cold["compile"]
+    return dict(points=spec.size, compile_s=cold["compile"], eval_s=ev, eval_s_all=evals,
+                points_per_s=spec.size / ev, cpu_s=cpu, points_per_cpu_s=spec.size / max(cpu, 1e-9),
+                peak_rss_bytes=max(r["peak_rss"] for r in runs), ru_maxrss_bytes=resource.getrusage(
+                    resource.RUSAGE_SELF).ru_maxrss * 1024, load=statistics.mean(r["load"] for r in runs),
+                repeats=len(warm) if n_warm else 1, chunk=chunk, out=str(out))
+
+
+def kernel_only(size: str, chunk: int, repeats: int) -> dict:
+    """The compiled chunk program alone (no host transfer or netCDF write): what run_sweep's I/O costs."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from frontier_jax.sweep import engine, load_spec
+    from frontier_jax.sweep.grid import index_dtype, layout, point_arrays
+    from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+
+    spec = load_spec(spec_path(size))
+    devices = jax.local_devices()
+    mesh = Mesh(np.array(devices), (engine.AXIS,))
+    per = -(-min(chunk, spec.size) // len(devices))
+    host = point_arrays(spec)
+    exe, _ = engine._executable(make_kernel(spec), layout(spec), mesh, per, host, outputs_meta(), EXTRA_COORDS)
+    dev = {k: jax.device_put(v, NamedSharding(mesh, P())) for k, v in host.items()}
+    step = per * len(devices)
+    starts = [np.asarray(a, index_dtype()) for a in range(0, spec.size, step)]
+    jax.block_until_ready(exe(starts[0], dev))  # warm-up
+    times = []
+    for _ in range(repeats):
+        with Phase() as ph:
+            for s in starts:
+                r = exe(s, dev)
+            jax.block_until_ready(r)
+        times.append((ph.wall, ph.cpu))
+    wall, cpu = sorted(times)[len(times) // 2]
+    n = len(starts) * step
+    return dict(points=n, eval_s=wall, points_per_s=n / wall, points_per_cpu_s=n / cpu)
+
+
+def count_flops(n: int = 8) -> dict:
+    """FLOPs and transcendentals per point, per architecture and in all: the kernel lowered with every
+    lax.scan unrolled (XLA's cost analysis counts a while-loop body once, not once per trip). Pre-optimisation
+    HLO: an upper bound on what XLA executes (CSE and loop-invariant motion remove some)."""
+    import jax
+    import jax.numpy as jnp
+
+    from frontier_jax import search
+    from frontier_jax.calibration import stacked_efficiency
+    from frontier_jax.catalog import stacked_hardware, stacked_models
+    from frontier_jax.sweep import load_spec
+    from frontier_jax.sweep.grid import decode_points, layout, point_arrays
+    from frontier_jax.sweep.kernel import make_kernel, point_inputs
+
+    spec = load_spec(spec_path("1e4"))
+    ch = spec.choices
+    tables = (stacked_hardware(list(ch["hardware"])), stacked_models(list(ch["model"])),
+              stacked_efficiency(("current",)), list(ch.get("precision", ("bf16", "fp8"))).index("fp8"))
+    lay, arr = layout(spec), {k: jnp.asarray(v) for k, v in point_arrays(spec).items()}
+    space = search.SearchSpace()
+
+    def part(name):
+        def f(s, a):
+            p, d, price = point_inputs(spec, decode_points(lay, a, s + jnp.arange(n)), tables)
+            if name == "all":
+                return jax.vmap(lambda p, d, c: search.evaluate_point(p, d, c, space))(p, d, price)
+            fn = getattr(search, "_" + name)
+            return jax.vmap(lambda p, d: fn(p, d, space))(p, d)
+        return f
+
+    out = {}
+    scan = jax.lax.scan
+    jax.lax.scan = functools.partial(scan, unroll=True)
+    try:
+        for name in ("colocated", "chunked", "disaggregated", "all"):
+            ca = jax.jit(part(name)).lower(0, arr).cost_analysis()
+            out[name] = dict(flops=ca["flops"] / n, transcendentals=ca["transcendentals"] / n)
+    finally:
+        jax.lax.scan = scan
+    # Bytes: the compiled (optimised, fused) chunk program, loops rolled: its bytes accessed count each loop body
+    # once, so they are a floor on memory traffic; the compulsory traffic is the inputs read and outputs written.
+    c = jax.jit(lambda s, a: make_kernel(spec)(decode_points(lay, a, s + jnp.arange(4096)))).lower(0, arr).compile()
+    ca = c.cost_analysis()
+    ca = ca[0] if isinstance(ca, list) else ca
+    outs = jax.eval_shape(lambda s, a: make_kernel(spec)(decode_points(lay, a, s + jnp.arange(1))), 0, arr)
+    out["bytes_compiled_rolled_per_point"] = ca["bytes accessed"] / 4096
+    out["bytes_out_per_point"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(outs))
+    out["bytes_in_per_point"] = len(spec.input_names) * 8
+    return out
+
+
+# ---------------------------------------------------------------- the numpy side
+def numpy_side(size: str, n_points: int, loop_points: int) -> dict:
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy_reference as ref
+
+    from frontier_jax.sweep import load_spec
+    from frontier_jax.sweep.grid import point_arrays
+
+    spec = load_spec(spec_path(size))
+    arrays = point_arrays(spec)
+    n = min(n_points, spec.size)
+    idx = np.arange(n, dtype=np.int64) * (spec.size // n)  # spread over the grid
+
+    def pts_of(ix):
+        return ref.decode_points(spec.shape, spec.axis_names, [f.name for f in spec.fixed], arrays, ix,
+                                 spec.derived)
+
+    kern = ref.Kernel(spec.choices)
+    kern(pts_of(idx[:64]))  # warm-up
+    with Phase() as ph:
+        kern(pts_of(idx))
+    res = dict(numpy_points=n, numpy_s=ph.wall, numpy_points_per_s=n / ph.wall,
+               numpy_points_per_cpu_s=n / max(ph.cpu, 1e-9), numpy_peak_rss_bytes=ph.peak)
+    if loop_points:
+        li = idx[:: max(1, n // loop_points)][:loop_points]
+        kern(pts_of(li[:1]))  # warm-up
+        with Phase() as ph:
+            for i in li:
+                kern(pts_of(np.array([i])))
+        res.update(loop_points=len(li), loop_s_per_point=ph.wall / len(li), loop_cpu_s_per_point=ph.cpu / len(li))
+    return res
+
+
+# ---------------------------------------------------------------- float32 vs float64
+def f32_compare(size: str, chunk: int, tmp: Path, f64_path: str) -> dict:
+    import jax
+    import numpy as np
+    import xarray as xr
+
+    jax.config.update("jax_enable_x64", False)
+    try:
+        r32 = jax_sweep(size, chunk, 1 if SIZES[size] <= 100_000 else 0, tmp, tag="f32")
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    diffs = {}
+    with xr.open_dataset(f64_path) as a, xr.open_dataset(r32["out"]) as b:
+        feas = (a["feasible"].values == 1) & (b["feasible"].values == 1)
+        diffs["feasible_mismatch_fraction"] = float(np.mean(a["feasible"].values != b["feasible"].values))
+        diffs["best_arch_mismatch_fraction"] = float(np.mean(a["best_arch"].values != b["best_arch"].values))
+        for name in ("cost_per_mtok", "ttft_achieved", "tpot_achieved", "goodput", "gpus"):
+            x, y = a[name].values[feas], b[name].values[feas]
+            ok = np.isfinite(x) & np.isfinite(y)
+            rel = np.abs(x[ok] - y[ok]) / np.maximum(np.abs(x[ok]), 1e-300)
+            diffs[name] = dict(max_rel=float(rel.max()) if rel.size else None,
+                               p99_rel=float(np.quantile(rel, 0.99)) if rel.size else None)
+    return dict(size=size, f32=r32, diff=diffs)
+
+
+# ---------------------------------------------------------------- report
+def fmt_rate(x):
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def table(res: dict) -> str:
+    lines = [f"machine: {res['machine']['cpu_model']}, {res['machine']['cores_usable']} cores, "
+             f"jax {res['machine']['jax']} ({res['machine']['backend']}, {len(res['machine']['devices'])} device(s)), "
+             f"load average at start {res['machine']['load_average'][0]:.1f}", ""]
+    hdr = (f"{'points':>10} {'compile s':>9} {'eval s':>8} {'JAX pts/s':>10} {'pts/cpu-s':>10} {'peak RSS':>9} "
+           f"{'numpy pts/s':>11} {'JAX/numpy':>9} {'loop s/pt':>9} {'JAX/loop':>9} {'load':>5}")
+    lines += [hdr, "-" * len(hdr)]
+    for size, r in res["sizes"].items():
+        j, n = r["jax"], r.get("numpy", {})
+        ratio = j["points_per_s"] / n["numpy_points_per_s"] if n else None
+        loop = n.get("loop_s_per_point")
+        loop_ratio = "-" if loop is None else f"{loop * j['points_per_s']:,.0f}x"
+        np_ratio = "-" if ratio is None else f"{ratio:.1f}x"
+        loop_txt = "-" if loop is None else f"{loop:.3f}"
+        lines.append(f"{j['points']:>10,} {j['compile_s']:>9.1f} {j['eval_s']:>8.2f} {j['points_per_s']:>10,.0f} "
+                     f"{j['points_per_cpu_s']:>10,.0f} {j['peak_rss_bytes'] / 2**20:>7.0f}MB "
+                     f"{fmt_rate(n.get('numpy_points_per_s')):>11} {np_ratio:>9} {loop_txt:>9} {loop_ratio:>9} "
+                     f"{j['load']:>5.1f}")
+    if "kernel_only" in res:
+        k = res["kernel_only"]
+        lines.append(f"\nkernel only (no host copy, no netCDF), {k['points']:,} points: {k['points_per_s']:,.0f} "
+                     f"points/s ({k['points_per_cpu_s']:,.0f} per CPU-second)")
+    if "flops" in res:
+        f = res["flops"]
+        lines.append("\ncost per point (unrolled HLO, before XLA optimisation):")
+        for name in ("colocated", "chunked", "disaggregated", "all"):
+            lines.append(f"  {name:14s} {f[name]['flops'] / 1e6:7.2f} MFLOP  {f[name]['transcendentals'] / 1e3:7.1f} k "
+                         "transcendentals")
+        lines.append(f"  bytes: {f['bytes_in_per_point']} in + {f['bytes_out_per_point']} out (compulsory); "
+                     f"compiled program, loop bodies once: {f['bytes_compiled_rolled_per_point'] / 1e3:.0f} kB")
+    if "f32" in res:
+        f = res["f32"]
+        j32 = f["f32"]
+        j64 = res["sizes"].get(f["size"], {}).get("jax")
+        lines.append(f"\nfloat32 vs float64 on {j32['points']:,} points: f32 {j32['points_per_s']:,.0f} points/s"
+                     + (f", f64 {j64['points_per_s']:,.0f} points/s ({j32['points_per_s'] / j64['points_per_s']:.2f}x)"
+                        if j64 else "") + f", compile {j32['compile_s']:.1f} s")
+        d = f["diff"]
+        lines.append(f"  feasibility differs at {d['feasible_mismatch_fraction'] * 100:.3f}% of points, best "
+                     f"architecture at {d['best_arch_mismatch_fraction'] * 100:.3f}%")
+        for name in ("cost_per_mtok", "ttft_achieved", "tpot_achieved", "goodput", "gpus"):
+            if d[name]["max_rel"] is not None:
+                lines.append(f"  {name:16s} max rel. diff {d[name]['max_rel']:.2e} (p99 {d[name]['p99_rel']:.2e}) "
+                             "on points feasible in both")
+    if res.get("chunks"):
+        lines.append("\nchunk size tuning:")
+        for c, r in res["chunks"].items():
+            lines.append(f"  chunk {int(c):>6}: {r['points_per_s']:>9,.0f} points/s ({r['points_per_cpu_s']:,.0f} per "
+                         f"CPU-s), compile {r['compile_s']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MB, "
+                         f"load {r['load']:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.cpu_devices:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={args.cpu_devices}").strip()
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the CLI's default precision
+    res = dict(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), args=vars(args),
+               machine=machine(), sizes={})
+    tmp = Path(tempfile.mkdtemp(prefix="frontier_bench_"))
+    try:
+        if not args.no_flops:
+            print("counting FLOPs per point ...", flush=True)
+            res["flops"] = count_flops()
+        for size in args.sizes:
+            print(f"size {size}: run_sweep (JAX, float64) ...", flush=True)
+            entry = {"jax": jax_sweep(size, args.chunk, args.repeats, tmp)}
+            if args.numpy_points:
+                print(f"size {size}: numpy reference on {min(args.numpy_points, SIZES[size]):,} points, loop on "
+                      f"{args.loop_points} ...", flush=True)
+                entry["numpy"] = numpy_side(size, args.numpy_points, args.loop_points if size == args.sizes[0]
+                                            else 0)
+            res["sizes"][size] = entry
+        first = res["sizes"][args.sizes[0]].get("numpy", {})
+        for size, entry in res["sizes"].items():  # the loop is timed once; its per-point cost applies to all
+            if "loop_s_per_point" in first and "numpy" in entry:
+                entry["numpy"].setdefault("loop_s_per_point", first["loop_s_per_point"])
+                entry["numpy"].setdefault("loop_cpu_s_per_point", first["loop_cpu_s_per_point"])
+        mid = next((s for s in args.sizes if SIZES[s] == 100_000), args.sizes[0])
+        print(f"kernel only on {mid} ...", flush=True)
+        res["kernel_only"] = kernel_only(mid, args.chunk, max(1, args.repeats))
+        if args.f32_size and args.f32_size in res["sizes"]:
+            print(f"float32 on {args.f32_size} ...", flush=True)
+            res["f32"] = f32_compare(args.f32_size, args.chunk, tmp, res["sizes"][args.f32_size]["jax"]["out"])
+        if args.tune_chunks:
+            size = next((s for s in args.sizes if SIZES[s] > 10_000), args.sizes[0])
+            res["chunks"] = {}
+            for c in [int(x) for x in args.tune_chunks.split(",")]:
+                print(f"chunk {c} on {size} ...", flush=True)
+                res["chunks"][str(c)] = jax_sweep(size, c, 1, tmp, tag=f"chunk{c}")
+        res["machine"]["load_average_end"] = os.getloadavg()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for entry in res["sizes"].values():
+            entry["jax"].pop("out", None)
+        for r in res.get("chunks", {}).values():
+            r.pop("out", None)
+        if "f32" in res:
+            res["f32"]["f32"].pop("out", None)
+    text = table(res)
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    cpu = "".join(ch if ch.isalnum() else "-" for ch in res["machine"]["cpu_model"]).strip("-").lower()
+    path = out / f"{stamp}_{cpu}_{res['machine']['cores_usable']}c.json"
+    path.write_text(json.dumps(res, indent=1, default=float))
+    print(f"\nwritten {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The common frame (MODEL.md section 8.2-8.3): every registered system on the same GPU, model and workload; cost
+per SLO-compliant token as a function of the contract (p99 TTFT bound x p99 TPOT bound); the Pareto frontier is
+the lower envelope over systems, labelled with the winning system; the same on A100, H100 and H200.
+
+Rules of the frame (also in the dataset's attributes):
+- every system runs on the frame's GPU: Splitwise's pools are homogeneous here (its heterogeneous H100/A100
+  design is priced in `claims` and by `evaluate_system`), DistServe moves KV over that GPU's NVLink, Splitwise and
+  Mooncake over its NIC;
+- only systems with the ``prefix_cache`` feature (Mooncake) get the workload's prefix-cache hit ratio (the other
+  four, as published, recompute every prompt);
+- one engine generation for all (default "current"): the frame compares policies, not implementations.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from .claims import workload
+from .registry import SYSTEMS, get_system, plan_system, run_plans
+
+HARDWARE = ("a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm")
+WORKLOADS = ("sharegpt", "azure_conv_2023", "arxiv_summarization", "mooncake_conversation")
+TTFT_RANGE = (0.25, 32.0)   # s, p99 bound
+TPOT_RANGE = (0.01, 0.2)    # s, p99 bound
+FAMILY = {"colocated": "colocated", "chunked": "colocated", "disaggregated": "disaggregated"}
+TIE = 0.01  # relative cost difference below which systems tie on the frontier
+
+
+def contract_grid(n: int = 8, ttft_range=TTFT_RANGE, tpot_range=TPOT_RANGE):
+    return np.geomspace(*ttft_range, n), np.geomspace(*tpot_range, n)
+
+
+def common_frame(hardware: Sequence[str] = HARDWARE, workloads: Sequence[str] = WORKLOADS, ttft=None, tpot=None,
+                 *, n: int = 8, model: str = "llama-3.1-70b", percentile: float = 0.99, engine: str = "current",
+                 systems: Sequence[str] | None = None) -> xr.Dataset:
+    """Cost per SLO-compliant output token of every system over a contract grid.
+
+    Dims (workload, hardware, ttft, tpot, system); `frontier_cost` and `winner` are the lower envelope over systems.
+    ttft/tpot: 1-D arrays of p99 bounds in s (default: n log-spaced values over TTFT_RANGE and TPOT_RANGE).
+    """
+    names = list(systems) if systems is not None else list(SYSTEMS)
+    syss = [get_system(s) for s in names]
+    t_grid, p_grid = contract_grid(n)
+    ttft = np.asarray(t_grid if ttft is None else ttft, float)
+    tpot = np.asarray(p_grid if tpot is None else tpot, float)
+    tt, pp = np.meshgrid(ttft, tpot, indexing="ij")
+    wls = {w: workload(w) for w in workloads}
+    plans, index = [], []
+    for w, wl in wls.items():
+        for hw in hardware:
+            for s in syss:
+                kw = dict(hardware=hw, model=model, input_len=wl["input_len"], input_cv=wl["input_cv"],
+                          output_len=wl["output_len"], output_cv=wl["output_cv"], ttft=tt.ravel(), tpot=pp.ravel(),
+                          percentile=percentile, engine=engine)
+                if s.features.get("prefix_cache") and wl["cache_hit"] > 0:
+                    kw["cache_hit"] = wl["cache_hit"]
+                if s.features.get("pools") is not None:
+                    kw["pools"] = None
+                plans.append(plan_system(s, **kw))
+                index.append((w, hw, s.name))
+    results = run_plans(plans)
+    shape = (len(wls), len(hardware), len(ttft), len(tpot), len(syss))
+    keys = {"cost_per_mtok": "cost", "prefill_cost": "prefill", "decode_cost": "decode", "kv_tax": "kv_tax",
+            "cost_per_mtok_total": "cost_total", "goodput": "goodput", "ttft_achieved": "ttft",
+            "tpot_achieved": "tpot", "feasible": "feasible"}
+    arrays = {k: np.full(shape, np.nan) for k in keys}
+    pos = {(w, hw, s): (a, b, c) for a, w in enumerate(wls) for b, hw in enumerate(hardware)
+           for c, s in enumerate(names)}
+    for (w, hw, s), res in zip(index, results):
+        a, b, c = pos[(w, hw, s)]
+        for name, key in keys.items():
+            arrays[name][a, b, :, :, c] = np.asarray(res[key], float).reshape(len(ttft), len(tpot))
+    cost = arrays["cost_per_mtok"]
+    finite = np.isfinite(cost)
+    safe = np.where(finite, cost, np.inf)
+    winner = np.where(finite.any(-1), np.argmin(safe, -1), -1).astype(np.int8)
+    frontier_cost = np.where(finite.any(-1), np.min(safe, -1), np.nan)
+    with np.errstate(invalid="ignore"):
+        n_tied = np.sum(safe <= frontier_cost[..., None] * (1.0 + TIE), -1).astype(np.int8)
+    fam = np.asarray([FAMILY[s.arch] for s in syss])
+    best_col = np.min(np.where(fam == "colocated", safe, np.inf), -1)
+    best_dis = np.min(np.where(fam == "disaggregated", safe, np.inf), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        advantage = np.log(best_col) - np.log(best_dis)
+    advantage = np.where(np.isfinite(advantage), advantage, np.nan)
+
+    dims5 = ("workload", "hardware", "ttft", "tpot", "system")
+    dims4 = dims5[:-1]
+    meta = {
+        "cost_per_mtok": ("USD / 1e6 output tokens", "cost per million SLO-compliant output tokens"),
+        "prefill_cost": ("USD / 1e6 output tokens", "prefill term of the cost"),
+        "decode_cost": ("USD / 1e6 output tokens", "decode term of the cost"),
+        "kv_tax": ("USD / 1e6 output tokens", "KV-transfer tax (disaggregated systems; 0 otherwise)"),
+        "cost_per_mtok_total": ("USD / 1e6 input+output tokens", "cost per million input+output tokens"),
+        "goodput": ("requests / s / GPU", "largest SLO-compliant request rate per GPU (fluid)"),
+        "ttft_achieved": ("s", "p99 time to first token at the operating point"),
+        "tpot_achieved": ("s", "p99 time per output token at the operating point"),
+    }
+    data = {name: (dims5, arrays[name], {"units": u, "long_name": ln}) for name, (u, ln) in meta.items()}
+    data["feasible"] = (dims5, np.nan_to_num(arrays["feasible"]).astype(np.int8),
+                        {"units": "1", "long_name": "the system meets the contract", "flag_values": np.int8([0, 1]),
+                         "flag_meanings": "infeasible feasible"})
+    data["frontier_cost"] = (dims4, frontier_cost, {"units": "USD / 1e6 output tokens",
+                                                    "long_name": "Pareto frontier: lowest cost over systems"})
+    data["winner"] = (dims4, winner, {"units": "1", "long_name": "system on the frontier (-1: none feasible)",
+                                      "flag_values": np.asarray([-1] + list(range(len(syss))), np.int8),
+                                      "flag_meanings": " ".join(["none"] + names)})
+    data["n_tied"] = (dims4, n_tied, {"units": "systems", "long_name": f"systems within {TIE:.0%} of the frontier "
+                                                                      "cost (ties go to the first in registry order)"})
+    data["advantage"] = (dims4, advantage, {
+        "units": "1", "long_name": "log cost of the best colocated system (vLLM, Sarathi-Serve) minus log cost of "
+                                   "the best disaggregated one (> 0: disaggregation cheaper)"})
+    coords = {
+        "workload": ("workload", list(wls), {"long_name": "workload (workloads.csv; sharegpt: vLLM paper)"}),
+        "hardware": ("hardware", list(hardware), {"long_name": "GPU (catalogue name)"}),
+        "ttft": ("ttft", ttft, {"units": "s", "long_name": f"TTFT bound at p{percentile * 100:g}"}),
+        "tpot": ("tpot", tpot, {"units": "s", "long_name": f"TPOT bound at p{percentile * 100:g}"}),
+        "system": ("system", names, {"long_name": "serving system (papers registry)"}),
+        "system_arch": ("system", [s.arch for s in syss], {"long_name": "scheduling policy of the system"}),
+        "input_len": ("workload", [wls[w]["input_len"] for w in wls], {"units": "tokens",
+                                                                       "long_name": "mean prompt length"}),
+        "output_len": ("workload", [wls[w]["output_len"] for w in wls], {"units": "tokens",
+                                                                         "long_name": "mean output length"}),
+        "cache_hit": ("workload", [wls[w]["cache_hit"] for w in wls],
+                      {"units": "1", "long_name": "prefix-cache hit ratio (applied to prefix_cache systems only)"}),
+    }
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update({"title": "cross-system Pareto frontier of cost per SLO-compliant token",
+                     "model": model, "engine": engine, "percentile": percentile, "arrivals": "Poisson",
+                     "frame": "same GPU for every pool (Splitwise homogeneous), Mooncake alone gets the "
+                              "workload's prefix-cache hits, DistServe KV over NVLink, others over the NIC"})
+    return ds
+
+
+SYSTEM_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+
+
+def plot_frontier(ds: xr.Dataset, workloads: Sequence[str] | None = None, hardware: Sequence[str] | None = None):
+    """A figure with one panel per (workload, GPU): the frontier's winning system as colour, the frontier cost
+    (USD per million compliant output tokens) as labelled contours, TPOT bound on x and TTFT bound on y."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    wls = list(workloads if workloads is not None else ds["workload"].values)
+    hws = list(hardware if hardware is not None else ds["hardware"].values)
+    systems = [str(s) for s in ds["system"].values]
+    colors = (SYSTEM_COLORS * 2)[:len(systems)]
+    cmap = ListedColormap(["#f0f0f0"] + colors)
+    norm = BoundaryNorm(np.arange(-1.5, len(systems), 1.0), cmap.N)
+    fig, axes = plt.subplots(len(wls), len(hws), figsize=(3.6 * len(hws) + 1.2, 3.0 * len(wls) + 0.8),
+                             squeeze=False, sharex=True, sharey=True)
+    x, y = ds["tpot"].values, ds["ttft"].values
+    for r, w in enumerate(wls):
+        for c, hw in enumerate(hws):
+            ax = axes[r, c]
+            win = ds["winner"].sel(workload=w, hardware=hw).values
+            ax.pcolormesh(x, y, win, cmap=cmap, norm=norm, shading="nearest")
+            cost = ds["frontier_cost"].sel(workload=w, hardware=hw).values
+            if np.sum(np.isfinite(cost)) >= 4 and len(x) > 1 and len(y) > 1:
+                levels = np.unique(np.round(np.geomspace(np.nanmin(cost), np.nanmax(cost), 6), 2))
+                if len(levels) > 1:
+                    cs = ax.contour(x, y, cost, levels=levels, colors="k", linewidths=0.7)
+                    ax.clabel(cs, fmt="%.3g", fontsize=6)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            wl = ds.sel(workload=w)
+            ax.set_title(f"{hw} | {w}\n(in {float(wl.input_len):.0f} / out {float(wl.output_len):.0f})",
+                         fontsize=8)
+            if r == len(wls) - 1:
+                ax.set_xlabel("p99 TPOT bound (s)")
+            if c == 0:
+                ax.set_ylabel("p99 TTFT bound (s)")
+    handles = [Patch(color=col, label=s) for s, col in zip(systems, colors)] + [Patch(color="#f0f0f0",
+                                                                                      label="none feasible")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"Cost frontier ({ds.attrs.get('model', '')}, engine {ds.attrs.get('engine', '')}): winning "
+                 "system; contours = USD per 1e6 SLO-compliant output tokens", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+__all__ = ["common_frame", "plot_frontier", "contract_grid", "HARDWARE", "WORKLOADS"]
