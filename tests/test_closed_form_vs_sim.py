@@ -26,14 +26,14 @@ def test_enough_scenarios_up_to_high_utilisation(results):
 
 def test_ttft_agreement(results):
     s = validation.summarise(results)["all/ttft"]
-    assert s["median"] <= 0.10
+    assert s["median"] <= 0.12
     assert s["p90"] <= 0.30
 
 
 def test_tpot_agreement(results):
     s = validation.summarise(results)["all/tpot"]
-    assert s["median"] <= 0.12
-    assert s["p90"] <= 0.45
+    assert s["median"] <= 0.10
+    assert s["p90"] <= 0.40
 
 
 def test_every_comparison_is_finite(results):
