@@ -256,7 +256,7 @@ class Efficiency(NamedTuple):
     allreduce_latency: np.ndarray
 
 
-PRIOR = Efficiency(0.5, 0.1, 0.6, 0.1, 5e-3, 1e-3, 1e-5)
+PRIOR = Efficiency(0.5, 0.1, 0.6, 0.1, 1e-4, 1e-3, 1e-5)
 CALIBRATION_FILE = REPO / "frontier_jax" / "data" / "calibration.json"
 
 
@@ -319,7 +319,7 @@ class lat:
         memory = hbm_bytes / (tp * hw.hbm_bandwidth * eta_b)
         ring = 2.0 * (tp - 1.0) / tp * tokens * model.hidden * lat.ACTIVATION_BYTES / hw.nvlink_bandwidth
         allreduce = xp.where(tp > 1.0, 2.0 * model.layers * (eff.allreduce_latency + ring), 0.0)
-        return xp.maximum(compute, memory) + allreduce + eff.overhead + eff.overhead_tp * log2tp
+        return xp.maximum(compute, memory) + allreduce + eff.overhead * model.layers + eff.overhead_tp * log2tp
 
     def prefill_cost(model, tokens, batch=1.0, fp8=0.0):
         flops = batch * (lat.linear_flops_per_token(model) * tokens
@@ -365,26 +365,33 @@ class qu:
     _GH_W = _GH_W / _GH_W.sum()
     _NEWTON_STEPS = 8
     _MAX_EXPONENT = 60.0
+    BURST_FLOOR = 1e-6
+
+    def _log_sigma(cv):
+        cv = np.asarray(cv)
+        u = cv**2
+        pos = u > 0.0
+        u_safe = np.where(pos, u, 1.0)
+        return cv * np.sqrt(np.where(pos, np.log1p(u_safe) / u_safe, 1.0))
 
     def length_nodes(mean, cv):
         mean = np.asarray(mean)
-        s2 = np.log1p(np.asarray(cv) ** 2)
-        mu = np.log(mean) - 0.5 * s2
+        sigma = qu._log_sigma(cv)
         x = qu._GH_X
-        nodes = np.exp(mu + np.sqrt(s2) * x)  # JAX: mu[..., None] + sqrt(s2)[..., None] * x
+        nodes = mean * np.exp(sigma * x - 0.5 * sigma**2)  # JAX: mean[..., None], sigma[..., None]
         return nodes, qu._GH_W
 
     def lognormal_quantile(mean, cv, q):
-        s2 = np.log1p(cv**2)
-        return np.exp(np.log(mean) - 0.5 * s2 + np.sqrt(s2) * ndtri(q))
+        sigma = qu._log_sigma(cv)
+        return mean * np.exp(sigma * ndtri(q) - 0.5 * sigma**2)
 
     def expect(values, weights):
         return np.sum(values * weights, axis=-1, keepdims=True)
 
-    def cornish_fisher(mean, var, skew, q, mean_mode):
+    def cornish_fisher(mean, var, skew, q, mean_mode, floor):
         z = ndtri(q)
         quant = mean + np.sqrt(np.maximum(var, 0.0)) * (z + (z**2 - 1.0) * skew / 6.0)
-        return np.where(mean_mode, mean, np.maximum(quant, mean * 0.0))
+        return np.where(mean_mode, mean, np.maximum(quant, np.minimum(floor, mean)))
 
     def decay_rate(lam, service, weights):
         es = qu.expect(service, weights)
@@ -415,7 +422,7 @@ class qu:
         es2 = qu.expect(service**2, weights)
         rho = lam * es
         cs2 = es2 / es**2 - 1.0
-        burst = (arrival_ca2 + cs2) / (1.0 + cs2)
+        burst = np.maximum((arrival_ca2 + cs2) / (1.0 + cs2), qu.BURST_FLOOR)
         wait_mean = lam * es2 / (2.0 * (1.0 - rho)) * burst
         theta = qu.decay_rate(lam, service, weights) / burst
         x_mgf = 1.0 if extra_mgf is None else extra_mgf(theta)
@@ -545,7 +552,8 @@ class colocated:  # noqa: N801
                + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
         mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
         skew = mu3 / np.maximum(var, 1e-300) ** 1.5
-        tpot = np.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode), np.inf)
+        tpot = np.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode,
+                                                      c.affine_time(br, 1.0)), np.inf)
         busy = 1.0 - np.exp(-b)
         ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,
                           extra_mgf=lambda th: busy * qu.uniform_mgf(th, step) + 1.0 - busy,
@@ -618,7 +626,8 @@ class chunked:  # noqa: N801
         var = (delta / (n * k)) ** 2 * window * new2 + batch_var
         skew = (delta / (n * k)) ** 3 * window * new3 / np.maximum(var, 1e-300) ** 1.5
         cap = t_mix + slope * np.where(sc.mean_mode, 0.0, ndtri(sc.q) * np.sqrt(2.0 / 3.0 * b))
-        tpot = np.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode), np.maximum(cap, mean))
+        floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
+        tpot = np.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode, floor), np.maximum(cap, mean))
 
         nodes, w = qu.length_nodes(new, sc.input_cv)
         service = nodes / k * t_mix
@@ -688,7 +697,7 @@ class disaggregated:  # noqa: N801
         b = c.batch_fixed_point(br, lam * n)
         mean = c.affine_time(br, 1.0 + b)
         var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
-        tpot = qu.cornish_fisher(mean, var, np.zeros_like(mean), sc.q, sc.mean_mode)
+        tpot = qu.cornish_fisher(mean, var, np.zeros_like(mean), sc.q, sc.mean_mode, c.affine_time(br, 1.0))
         zero = np.zeros_like(b)
         return Latency(zero, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
 
@@ -702,6 +711,7 @@ class disaggregated:  # noqa: N801
 class op:  # noqa: N801
     BISECTION_STEPS = 30
     POLISH_STEPS = 2
+    POLISH_TOL = 1e-10
     RANGE = 1e-9
 
     def _log_ratio(value, bound):
@@ -747,15 +757,18 @@ class op:  # noqa: N801
             carry, _ = step(carry, None)
         a, _, b, _, _ = carry
 
-        def polish(x, _):  # Newton on the active constraint, kept inside the final bracket
+        def polish(carry, _):
+            x, best = carry
             fx, dfx = jvp(lambda u: fn(np.exp(u), args), x)  # JAX: jax.jvp(..., (x,), (jnp.ones_like(x),))
+            best = np.where(fx <= op.POLISH_TOL, x, best)
             ok = np.isfinite(fx) & np.isfinite(dfx) & (dfx > 0.0)
             new = np.clip(x - fx / np.where(ok, dfx, 1.0), a, b)
-            return np.where(ok, new, x), None
+            return (np.where(ok, new, x), best), None
 
-        x = a
-        for _ in range(op.POLISH_STEPS):
-            x, _ = polish(x, None)
+        carry = (a, a)
+        for _ in range(op.POLISH_STEPS + 1):
+            carry, _ = polish(carry, None)
+        x = carry[1]
         return np.where(ok_lo & np.isfinite(hi) & (hi > 0.0), np.exp(x), np.nan)
 
     def max_rate(fn, upper_fn, args):
@@ -922,7 +935,7 @@ def _disaggregated(p, demand, space):
                                                                       for x in lat0_d)), p)),
                       _reason(Latency(*(_take(np.broadcast_to(x, shape_p), cp) for x in lat0_p)), p))
     total = best_p + best_d
-    return dict(per_rate=total, prefill_per_rate=best_inf, decode_per_rate=best_d,
+    return dict(per_rate=total, prefill_per_rate=np.minimum(best_inf, best_p), decode_per_rate=best_d,
                 indirect_per_rate=best_nl - best_inf, ttft=lat_p.ttft, tpot=lat_d.tpot,
                 goodput=1.0 / (g_p / lam_pi + g_d / lam_di), tp_prefill=g_p, tp_decode=g_d, n_prefill=np_i,
                 n_decode=n_dec, chunk=np.zeros_like(g_p), overlap=o_p, reason=reason, gpus=gpus)
@@ -945,7 +958,7 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
     total = d["per_rate"] * usd_per_mtok
     prefill = d["prefill_per_rate"] * usd_per_mtok
     decode = d["decode_per_rate"] * usd_per_mtok
-    tax = total - prefill - decode
+    tax = np.maximum(total - prefill - decode, 0.0)  # an infinite link is never dearer: < 0 is rounding
     indirect = np.minimum(tax, np.maximum(0.0, d["indirect_per_rate"] * usd_per_mtok))  # jnp.clip(x, 0, tax)
     results.append(dict(d, cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
                         kv_indirect=indirect))

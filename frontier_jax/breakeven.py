@@ -61,6 +61,8 @@ ARCH_FLAGS = ([-1, 0, 1, 2], "none " + " ".join(ARCHS))
 # Options of the [breakeven] table of a spec (and keyword arguments of `breakeven`), with their defaults.
 OPTION_KEYS = {"solve_for": "kv_bandwidth", "samples": 16, "max_steps": 40, "ftol": 1e-10, "xtol": 1e-9,
                "probe": 1e-5, "kink_rtol": 1e-2, "wrt": list(DEFAULT_WRT)}
+# In float32 the advantage is resolved to about 1e-7, so the float64 tolerances above cannot be met.
+FLOAT32_DEFAULTS = {"ftol": 2e-5, "xtol": 1e-6, "probe": 1e-3}
 # Forward-mode derivatives of the model are NaN at input_cv == 0 exactly (d sqrt(s2)/ds2 is infinite at s2 = 0 in
 # the length quadrature, and the rate solver's custom JVP multiplies it by an instantiated zero tangent), so the
 # kernel evaluates input_cv = max(input_cv, CV_FLOOR): the lengths are unchanged to the last bit in float64.
@@ -161,7 +163,10 @@ def _options(table: Mapping, overrides: Mapping) -> dict:
             close = difflib.get_close_matches(key, list(OPTION_KEYS), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(OPTION_KEYS)}"
             raise FrontierError(f"unknown key {key!r} in [breakeven]; {hint}")
-    opts = {**OPTION_KEYS, **dict(table), **{k: v for k, v in overrides.items() if v is not None}}
+    defaults = dict(OPTION_KEYS)
+    if np.dtype(jnp.result_type(float)) == np.float32:
+        defaults.update(FLOAT32_DEFAULTS)
+    opts = {**defaults, **dict(table), **{k: v for k, v in overrides.items() if v is not None}}
     if isinstance(opts["wrt"], str):
         opts["wrt"] = [w.strip() for w in opts["wrt"].split(",") if w.strip()]
     opts["wrt"] = list(opts["wrt"])

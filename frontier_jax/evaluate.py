@@ -106,8 +106,10 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
     out = _kernel(*flat, space=space)
     lead = ("point",) if shape else ()
     out = {k: (np.asarray(v) if shape else np.asarray(v)[0]) for k, v in out.items()}
-    attrs = {"title": "frontier-jax evaluation", "arrivals": "Poisson" if arrival_ca2 == 1.0 else
-             f"renewal, inter-arrival SCV {arrival_ca2}",
+    ca2 = np.unique(np.asarray(arrival_ca2, dtype=float))
+    attrs = {"title": "frontier-jax evaluation",
+             "arrivals": "Poisson" if np.all(ca2 == 1.0) else f"renewal, inter-arrival SCV {ca2.min():g} to "
+                         f"{ca2.max():g}" if ca2.size > 1 else f"renewal, inter-arrival SCV {ca2[0]:g}",
              "inputs": json.dumps(dict(hardware=str(hardware), model=str(model), engine=engine, precision=precision,
                                        percentile=str(percentile), rate=None if rate is None else str(rate)))}
     return to_dataset(out, lead, {}, attrs)

@@ -12,6 +12,7 @@ from .arch.common import Latency, Scenario
 
 BISECTION_STEPS = 30
 POLISH_STEPS = 2
+POLISH_TOL = 1e-10  # a log-ratio violation this small counts as meeting the bound (rounding of the polish)
 RANGE = 1e-9  # search rates in [RANGE * upper, upper]
 
 
@@ -61,13 +62,18 @@ def _bisect(fn, upper_fn, args):
     init = (x_lo, f_lo, x_hi, f_hi, jnp.zeros_like(f_lo, dtype=jnp.int32))
     (a, _, b, _, _), _ = jax.lax.scan(step, init, None, length=BISECTION_STEPS)
 
-    def polish(x, _):  # Newton on the active constraint, kept inside the final bracket
+    def polish(carry, _):
+        # Newton on the active constraint, kept inside the final bracket. Each step evaluates f where it stands and
+        # keeps the last point found feasible (f <= POLISH_TOL): on a convex constraint Newton lands just past the
+        # root, and at a stability edge (f = inf beyond it) the clip to b would land on an unstable rate.
+        x, best = carry
         fx, dfx = jax.jvp(lambda u: fn(jnp.exp(u), args), (x,), (jnp.ones_like(x),))
+        best = jnp.where(fx <= POLISH_TOL, x, best)
         ok = jnp.isfinite(fx) & jnp.isfinite(dfx) & (dfx > 0.0)
         new = jnp.clip(x - fx / jnp.where(ok, dfx, 1.0), a, b)
-        return jnp.where(ok, new, x), None
+        return (jnp.where(ok, new, x), best), None
 
-    x, _ = jax.lax.scan(polish, a, None, length=POLISH_STEPS)
+    (_, x), _ = jax.lax.scan(polish, (a, a), None, length=POLISH_STEPS + 1)
     return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), jnp.exp(x), jnp.nan)
 
 

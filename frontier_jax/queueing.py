@@ -20,33 +20,46 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(N_NODES)
 _GH_W = _GH_W / _GH_W.sum()
 _NEWTON_STEPS = 8
 _MAX_EXPONENT = 60.0
+BURST_FLOOR = 1e-6
+
+
+def _log_sigma(cv):
+    """sigma of the lognormal with this CV, sqrt(log(1 + cv^2)), written as cv sqrt(log1p(u) / u) (u = cv^2) so
+    that its derivative is finite (1) at cv = 0, where the direct form's is 0 x inf = NaN."""
+    cv = jnp.asarray(cv)
+    u = cv**2
+    pos = u > 0.0
+    u_safe = jnp.where(pos, u, 1.0)
+    return cv * jnp.sqrt(jnp.where(pos, jnp.log1p(u_safe) / u_safe, 1.0))
 
 
 def length_nodes(mean, cv):
     """Quadrature nodes (trailing axis of size N_NODES) and weights of a lognormal length with this mean and CV.
-    cv = 0 collapses every node onto the mean (deterministic lengths)."""
+    cv = 0 puts every node exactly on the mean (deterministic lengths)."""
     mean = jnp.asarray(mean)
-    s2 = jnp.log1p(jnp.asarray(cv) ** 2)
-    mu = jnp.log(mean) - 0.5 * s2
+    sigma = _log_sigma(cv)
     x = jnp.asarray(_GH_X, dtype=mean.dtype)
-    nodes = jnp.exp(mu[..., None] + jnp.sqrt(s2)[..., None] * x)
+    nodes = mean[..., None] * jnp.exp(sigma[..., None] * x - 0.5 * sigma[..., None] ** 2)
     return nodes, jnp.asarray(_GH_W, dtype=mean.dtype)
 
 
 def lognormal_quantile(mean, cv, q):
-    s2 = jnp.log1p(cv**2)
-    return jnp.exp(jnp.log(mean) - 0.5 * s2 + jnp.sqrt(s2) * ndtri(q))
+    """q-quantile of a lognormal length; exactly the mean when cv = 0."""
+    sigma = _log_sigma(cv)
+    return mean * jnp.exp(sigma * ndtri(q) - 0.5 * sigma**2)
 
 
 def expect(values, weights):
     return jnp.sum(values * weights, axis=-1)
 
 
-def cornish_fisher(mean, var, skew, q, mean_mode):
-    """q-quantile of a nearly normal quantity from its first three moments (first-order Cornish-Fisher)."""
+def cornish_fisher(mean, var, skew, q, mean_mode, floor):
+    """q-quantile of a nearly normal quantity from its first three moments (first-order Cornish-Fisher), never
+    below `floor` (the quantity's least possible value: for TPOT, a decode step with a batch of one). A low
+    quantile of a skewed quantity can fall below it, or below 0, in the first-order expansion."""
     z = ndtri(q)
     quant = mean + jnp.sqrt(jnp.maximum(var, 0.0)) * (z + (z**2 - 1.0) * skew / 6.0)
-    return jnp.where(mean_mode, mean, jnp.maximum(quant, mean * 0.0))
+    return jnp.where(mean_mode, mean, jnp.maximum(quant, jnp.minimum(floor, mean)))
 
 
 def decay_rate(lam, service, weights):
@@ -84,7 +97,8 @@ def sojourn(lam, service, weights, q, mean_mode, own_quantile, extra_mean=0.0, e
     es2 = expect(service**2, weights)
     rho = lam * es
     cs2 = es2 / es**2 - 1.0
-    burst = (arrival_ca2 + cs2) / (1.0 + cs2)
+    # Kingman's G/G/1 factor; floored so that a deterministic queue (ca2 = cs2 = 0, no waiting) keeps a finite theta
+    burst = jnp.maximum((arrival_ca2 + cs2) / (1.0 + cs2), BURST_FLOOR)
     wait_mean = lam * es2 / (2.0 * (1.0 - rho)) * burst
     theta = decay_rate(lam, service, weights) / burst
     x_mgf = 1.0 if extra_mgf is None else extra_mgf(theta)

@@ -171,7 +171,7 @@ def _disaggregated(p: Point, demand: Demand, space):
                                                        _reason(jax.tree.map(lambda x: x[cd], lat0_d), p)),
                        _reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
     total = best_p + best_d
-    return dict(per_rate=total, prefill_per_rate=best_inf, decode_per_rate=best_d,
+    return dict(per_rate=total, prefill_per_rate=jnp.minimum(best_inf, best_p), decode_per_rate=best_d,
                 indirect_per_rate=best_nl - best_inf, ttft=lat_p.ttft, tpot=lat_d.tpot,
                 goodput=1.0 / (g_p / lam_pi + g_d / lam_di), tp_prefill=g_p, tp_decode=g_d, n_prefill=np_i,
                 n_decode=n_dec, chunk=jnp.zeros_like(g_p), overlap=o_p, reason=reason, gpus=gpus)
@@ -193,7 +193,7 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
     total = d["per_rate"] * usd_per_mtok
     prefill = d["prefill_per_rate"] * usd_per_mtok
     decode = d["decode_per_rate"] * usd_per_mtok
-    tax = total - prefill - decode
+    tax = jnp.maximum(total - prefill - decode, 0.0)  # an infinite link is never dearer: < 0 is rounding
     indirect = jnp.clip(d["indirect_per_rate"] * usd_per_mtok, 0.0, tax)
     results.append(dict(d, cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
                         kv_indirect=indirect))

@@ -2,17 +2,20 @@
 
 1. Infeasible or unstable points are NaN with a reason flag (1..5), never inf and never a finite wrong value.
 2. Everything marked feasible is finite and positive, meets its contract, and is self-consistent (the cost is the GPU
-   price over the throughput, the decomposition sums, the cheapest architecture is the one reported).
+   price over the throughput, the decomposition sums, colocated modes pay no KV tax, the cheapest architecture is
+   the one reported).
 3. float32 (the GPU default; `frontier sweep --float32` switches jax_enable_x64 off, as the subprocess here does)
-   agrees with float64 on points feasible in both to F32_RTOL, and the two disagree on feasibility only at a small
-   fraction of points (those within float32 rounding of the contract boundary).
+   agrees with float64 on points feasible in both: 99% of costs within F32_RTOL_P99, feasibility differing at under
+   F32_MAX_FLIP of the pairs.
 
 The broad random set: every GPU x every model, in fluid (goodput) and integral (rate, total_gpus) modes, 16 random
 points per call over every numeric input of `evaluate` (lengths, contract, percentile or mean, length CVs, cache
 hits, KV bandwidth, price, HBM/FLOP scales; the arrival SCV is one random scalar per call, see
-test_array_arrival_ca2_is_accepted), with the engine and precision alternating: 2,080
-points x 3 architectures. All calls pass 1-D arrays of length N = 16 so one compiled kernel serves every call (and the
-property tests, which use the same length).
+test_array_arrival_ca2_is_accepted), engine and precision alternating: 2,080 points x 3 architectures; plus 12
+batches of hand-picked extremes (h100, two models, both modes, arrival SCV 0, 1 and 1e4). Each clause of the policy
+is its own test (test_policy[check-precision]); the clauses the current model breaks are strict xfails naming the
+defect (KNOWN), so they turn into failures once it is fixed. All calls pass 1-D arrays of length N = 16 so one
+compiled kernel serves every call (and the property tests, which use the same length).
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from frontier_jax import evaluate, list_hardware, list_models, load_hardware
 from frontier_jax.search import ARCHS, REASONS
 
 N = 16                   # points per evaluate call (shared with test_properties.py: one compilation)
-F32_RTOL = 2e-4          # float32 vs float64 on feasible points (measured max: see docs/reliability.md)
-F32_MAX_FLIP = 0.02      # largest fraction of (point, arch) pairs whose feasibility may differ in float32
+F32_RTOL_P99 = 2e-4      # float32 vs float64: 99% of feasible cost values within this (measured: docs/reliability.md)
+F32_RTOL = 1e-3          # ... and all of them within this (fails today: test_float32_agrees_with_float64_everywhere)
+F32_MAX_FLIP = 0.005     # largest fraction of (point, arch) pairs whose feasibility may differ in float32
 LAT_RTOL = 1e-6          # achieved latency may exceed its bound by this much (the rate solver's tolerance)
 CONSISTENCY_RTOL = 1e-9  # identities that hold exactly up to float64 rounding
 
@@ -70,158 +74,6 @@ def random_calls(seed: int = 20240607) -> list[dict]:
     return calls
 
 
-# float32 run of the same calls in another process (jax_enable_x64 off), started before the float64 compilation so
-# the two compile on the two cores at once.
-F32_SCRIPT = textwrap.dedent("""
-    import pickle, sys
-    import jax
-    jax.config.update("jax_enable_x64", False)
-    from frontier_jax import evaluate
-    calls = pickle.load(open(sys.argv[1], "rb"))
-    out = []
-    for kw in calls:
-        ds = evaluate(**kw)
-        assert ds["cost_per_mtok"].dtype == "float32", ds["cost_per_mtok"].dtype
-        out.append({k: ds[k].values for k in ds.data_vars})
-    pickle.dump(out, open(sys.argv[2], "wb"))
-""")
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    d = tmp_path_factory.mktemp("numerical_policy")
-    calls = random_calls()
-    with open(d / "calls.pkl", "wb") as f:
-        pickle.dump(calls, f)
-    (d / "f32.py").write_text(F32_SCRIPT)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.Popen([sys.executable, str(d / "f32.py"), str(d / "calls.pkl"), str(d / "f32.pkl")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        f64 = [evaluate(**kw) for kw in calls]
-        _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    with open(d / "f32.pkl", "rb") as f:
-        f32 = pickle.load(f)
-    return calls, f64, f32
-
-
-def _stack(datasets, name):
-    return np.concatenate([np.asarray(ds[name] if isinstance(ds, xr.Dataset) else ds[name]) for ds in datasets])
-
-
-def _inputs(calls, name):
-    return np.concatenate([np.broadcast_to(np.asarray(kw.get(name, np.nan) if name != "percentile" else
-                                                      (np.nan if isinstance(kw[name], str) else kw[name]), float), N)
-                           for kw in calls])
-
-
-def check_policy(ds: dict | xr.Dataset, *, integral, ttft_bound=None, tpot_bound=None, price=None, input_len=None,
-                 output_len=None, total_gpus=None, rtol=CONSISTENCY_RTOL) -> dict:
-    """Assert the numerical policy on one batch of outputs (arrays (points, arch)); return the reason counts."""
-    g = {k: np.asarray(ds[k]) for k in (ds.data_vars if isinstance(ds, xr.Dataset) else ds)}
-    feas = g["feasible"].astype(bool)
-    reason = g["reason"]
-    for k, v in g.items():
-        if v.dtype.kind == "f":
-            assert not np.isinf(v).any(), f"{k} has inf at {np.argwhere(np.isinf(v))[:5].tolist()}"
-    assert np.array_equal(feas, np.isfinite(g["cost_per_mtok"])), "feasible must mean a finite cost"
-    assert (reason[feas] == 0).all(), "a feasible point must have reason 0"
-    assert np.isin(reason[~feas], [1, 2, 3, 4, 5]).all(), np.unique(reason[~feas])
-    if not integral:
-        assert not np.isin(reason, [4, 5]).any(), "GPU caps and pins cannot bind in fluid mode"
-    for k in NAN_IF_INFEASIBLE:
-        assert np.isnan(g[k][~feas]).all(), f"{k} must be NaN where infeasible"
-    for k in POSITIVE:
-        v = g[k][feas]
-        assert np.isfinite(v).all() and (v > 0).all(), f"{k} must be finite and > 0 where feasible: {v[v <= 0][:5]}"
-    tax, direct, indirect = g["kv_tax"], g["kv_tax_direct"], g["kv_tax_indirect"]
-    assert (tax[:, :2][feas[:, :2]] == 0).all(), "colocated and chunked have no KV tax"
-    assert (tax[feas] >= 0).all() and (direct[feas] >= 0).all() and (indirect[feas] >= 0).all()
-    cost = g["cost_per_mtok"]
-    parts = g["prefill_cost"] + g["decode_cost"] + tax
-    np.testing.assert_allclose(parts[feas], cost[feas], rtol=rtol, err_msg="prefill + decode + kv_tax != cost")
-    np.testing.assert_allclose((direct + indirect)[feas], tax[feas], rtol=rtol, atol=1e-12 * np.nanmax(cost, initial=1))
-    assert (g["cost_per_mtok_total"][feas] <= cost[feas] * (1 + rtol)).all()
-    if input_len is not None:
-        np.testing.assert_allclose(g["cost_per_mtok_total"], cost * (output_len / (input_len + output_len))[:, None],
-                                   rtol=rtol)
-    if price is not None:  # the cost is the GPU-hour price spread over the output tokens of one GPU-hour
-        np.testing.assert_allclose(cost[feas], (price[:, None] / 3600 * 1e6 / g["throughput"])[feas], rtol=rtol)
-    if ttft_bound is not None:
-        assert (g["ttft"][feas] <= (ttft_bound[:, None] * (1 + LAT_RTOL) + 0 * cost)[feas]).all(), "TTFT over bound"
-        assert (g["tpot"][feas] <= (tpot_bound[:, None] * (1 + LAT_RTOL) + 0 * cost)[feas]).all(), "TPOT over bound"
-    if integral and total_gpus is not None:
-        assert (g["gpus"][feas] <= (total_gpus[:, None] + 0 * cost)[feas]).all()
-        n = g["n_prefill"][feas]
-        assert (n == np.round(n)).all() and (n >= 1).all()
-    best = g["best_arch"]
-    any_feas = feas.any(axis=1)
-    assert (best[~any_feas] == -1).all()
-    masked = np.where(feas, cost, np.inf)
-    assert (best[any_feas] == np.argmin(masked, axis=1)[any_feas]).all()
-    adv = g["advantage"]
-    adv_ok = feas[:, 2] & (feas[:, 0] | feas[:, 1])
-    assert np.array_equal(np.isfinite(adv), adv_ok)
-    np.testing.assert_allclose(adv[adv_ok], (np.log(np.min(masked[:, :2], axis=1)) - np.log(cost[:, 2]))[adv_ok],
-                               rtol=1e-9, atol=1e-12)
-    return {REASONS[r]: int((reason == r).sum()) for r in range(len(REASONS))}
-
-
-def _bounds(kw):
-    s = np.broadcast_to(np.asarray(kw.get("slo_scale", 1.0), float), N)
-    return np.asarray(kw["ttft"]) * s, np.asarray(kw["tpot"]) * s
-
-
-@pytest.mark.parametrize("precision", ["float64", "float32"])
-def test_policy_on_broad_random_set(results, precision):
-    calls, f64, f32 = results
-    outs = f64 if precision == "float64" else f32
-    rtol = CONSISTENCY_RTOL if precision == "float64" else 1e-4
-    totals = {}
-    for kw, ds in zip(calls, outs):
-        ttft_b, tpot_b = _bounds(kw)
-        integral = "rate" in kw
-        counts = check_policy(ds, integral=integral, ttft_bound=ttft_b * (1 if precision == "float64" else 1 + 1e-4),
-                              tpot_bound=tpot_b * (1 if precision == "float64" else 1 + 1e-4),
-                              price=np.asarray(kw["price"]), input_len=np.asarray(kw["input_len"]),
-                              output_len=np.asarray(kw["output_len"]),
-                              total_gpus=np.asarray(kw["total_gpus"]) if integral else None, rtol=rtol)
-        for k, v in counts.items():
-            totals[k] = totals.get(k, 0) + v
-    # the random set must exercise feasible points and every reason the search can give here
-    assert totals["feasible"] > 0.2 * len(calls) * N * len(ARCHS), totals
-    for r in ("ttft_unreachable", "tpot_unreachable", "kv_memory", "exceeds_total_gpus"):
-        assert totals[r] > 0, (r, totals)
-    print(precision, totals)
-
-
-def test_float32_agrees_with_float64(results):
-    calls, f64, f32 = results
-    rel, flips, both, total = {}, 0, 0, 0
-    for ds64, d32 in zip(f64, f32):
-        a, b = ds64["feasible"].values.astype(bool), d32["feasible"].astype(bool)
-        flips += int((a != b).sum())
-        total += a.size
-        m = a & b
-        both += int(m.sum())
-        for k in ("cost_per_mtok", "prefill_cost", "decode_cost", "cost_per_mtok_total", "goodput", "throughput"):
-            x, y = ds64[k].values[m], d32[k][m].astype(float)
-            if x.size:
-                rel[k] = max(rel.get(k, 0.0), float(np.max(np.abs(y - x) / np.abs(x))))
-    print(f"float32 vs float64: max relative difference {rel}; feasibility differs at {flips} of {total} "
-          f"(point, arch) pairs; {both} feasible in both")
-    assert both > 0.2 * total
-    assert flips <= F32_MAX_FLIP * total, (flips, total)
-    assert max(rel.values()) <= F32_RTOL, rel
-
-
-# ---------------------------------------------------------------- hand-picked extremes
-
 EXTREMES = [  # (name, evaluate overrides for one point, expected reason for every architecture or None)
     ("ttft_1e-4_s", dict(ttft=1e-4), 1),
     ("tpot_1e-5_s", dict(tpot=1e-5), 2),
@@ -249,34 +101,267 @@ EXTREMES_INTEGRAL = [
 assert len(EXTREMES) == N and len(EXTREMES_INTEGRAL) <= N
 
 
-def _batch(cases, integral):
-    base = dict(input_len=2048.0, output_len=256.0, ttft=2.0, tpot=0.05, percentile=0.99, kv_bandwidth=5e10,
-                cache_hit=0.0, input_cv=0.0, output_cv=0.0, hbm_bandwidth_scale=1.0,
-                flops_scale=1.0)
-    if integral:
-        base.update(rate=10.0, total_gpus=1e6)
-    cases = list(cases) + [cases[-1]] * (N - len(cases))  # pad to the shared length
-    return {k: np.array([c[1].get(k, v) for c in cases], float) for k, v in base.items()}, cases
+def extreme_calls() -> list[tuple[dict, list]]:
+    """evaluate() keyword arguments of the extreme batches (h100, two models, both modes, three arrival SCVs)."""
+    out = []
+    for model in ("llama-3.1-8b", "llama-3.1-70b"):
+        for integral in (False, True):
+            for ca2 in (0.0, 1.0, 1e4):
+                cases = EXTREMES_INTEGRAL if integral else EXTREMES
+                base = dict(input_len=2048.0, output_len=256.0, ttft=2.0, tpot=0.05, percentile=0.99,
+                            kv_bandwidth=5e10, cache_hit=0.0, input_cv=0.0, output_cv=0.0, hbm_bandwidth_scale=1.0,
+                            flops_scale=1.0, price=float(load_hardware("h100-80gb-sxm").price))
+                if integral:
+                    base.update(rate=10.0, total_gpus=1e6)
+                padded = list(cases) + [cases[-1]] * (N - len(cases))  # pad to the shared length
+                kw = {k: np.array([c[1].get(k, v) for c in padded], float) for k, v in base.items()}
+                kw.update(hardware="h100-80gb-sxm", model=model, arrival_ca2=ca2)
+                out.append((kw, padded))
+    return out
 
 
-@pytest.mark.parametrize("arrival_ca2", [0.0, 1.0, 1e4], ids=["deterministic", "poisson", "bursty"])
-@pytest.mark.parametrize("integral", [False, True], ids=["fluid", "integral"])
-@pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.1-70b"])
-def test_policy_at_extremes(integral, model, arrival_ca2):
-    kw, cases = _batch(EXTREMES_INTEGRAL if integral else EXTREMES, integral)
-    ds = evaluate(hardware="h100-80gb-sxm", model=model, arrival_ca2=arrival_ca2, **kw)
-    check_policy(ds, integral=integral, ttft_bound=kw["ttft"], tpot_bound=kw["tpot"],
-                 price=np.full(N, float(load_hardware("h100-80gb-sxm").price)), input_len=kw["input_len"],
-                 output_len=kw["output_len"], total_gpus=kw.get("total_gpus"))
-    for i, (name, _, want) in enumerate(cases):
-        if want is not None:
-            assert (ds["reason"].values[i] == want).all(), (name, ds["reason"].values[i])
+# float32 run of the same calls in another process (jax_enable_x64 off), started before the float64 compilation so
+# the two compile on the two cores at once.
+F32_SCRIPT = textwrap.dedent("""
+    import pickle, sys
+    import jax
+    jax.config.update("jax_enable_x64", False)
+    from frontier_jax import evaluate
+    calls = pickle.load(open(sys.argv[1], "rb"))
+    out = []
+    for kw in calls:
+        ds = evaluate(**kw)
+        assert ds["cost_per_mtok"].dtype == "float32", ds["cost_per_mtok"].dtype
+        out.append({k: ds[k].values for k in ds.data_vars})
+    pickle.dump(out, open(sys.argv[2], "wb"))
+""")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "evaluate.py builds its attrs with `'Poisson' if arrival_ca2 == 1.0 else ...`, which raises ValueError "
-    "(a traceback, after the whole computation) when arrival_ca2 is a 1-D array, though the docstring allows "
-    "arrays for every numeric input; needs np.all(np.asarray(arrival_ca2) == 1.0) or similar in evaluate.py"))
+def _outputs(ds) -> dict:
+    return {k: np.asarray(ds[k].values if isinstance(ds, xr.Dataset) else ds[k]) for k in
+            (ds.data_vars if isinstance(ds, xr.Dataset) else ds)}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """{'float64': [(kw, outputs)], 'float32': [...]} over the random set plus the extreme batches."""
+    d = tmp_path_factory.mktemp("numerical_policy")
+    calls = random_calls() + [kw for kw, _ in extreme_calls()]
+    with open(d / "calls.pkl", "wb") as f:
+        pickle.dump(calls, f)
+    (d / "f32.py").write_text(F32_SCRIPT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen([sys.executable, str(d / "f32.py"), str(d / "calls.pkl"), str(d / "f32.pkl")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        f64 = [_outputs(evaluate(**kw)) for kw in calls]
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with open(d / "f32.pkl", "rb") as f:
+        f32 = pickle.load(f)
+    return {"float64": list(zip(calls, f64)), "float32": list(zip(calls, f32))}
+
+
+# ---------------------------------------------------------------- the policy, one check per clause
+# Each check maps (evaluate kwargs, outputs) to a (points, arch) boolean array of violations.
+
+def _col(kw, name, default=np.nan):
+    v = kw.get(name, default)
+    return np.broadcast_to(np.asarray(np.nan if isinstance(v, str) else v, float), (N,))[:, None]
+
+
+def _rows(mask):
+    return np.broadcast_to(np.asarray(mask)[:, None], (N, len(ARCHS)))
+
+
+def check_no_inf(kw, g, tol):
+    bad = np.zeros((N, len(ARCHS)), bool)
+    for v in g.values():
+        if v.dtype.kind == "f":
+            bad |= np.isinf(v) if v.ndim == 2 else _rows(np.isinf(v))
+    return bad
+
+
+def check_flags(kw, g, tol):
+    feas, reason = g["feasible"].astype(bool), g["reason"]
+    bad = feas != np.isfinite(g["cost_per_mtok"])
+    bad |= feas & (reason != 0)
+    bad |= ~feas & ~np.isin(reason, [1, 2, 3, 4, 5])
+    if "rate" not in kw:
+        bad |= np.isin(reason, [4, 5])  # GPU caps and pins cannot bind in fluid mode
+    return bad
+
+
+def check_nan_if_infeasible(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    return ~feas & np.any([~np.isnan(g[k]) for k in NAN_IF_INFEASIBLE], axis=0)
+
+
+def check_finite_positive(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    bad = np.any([~(np.isfinite(g[k]) & (g[k] > 0)) for k in POSITIVE], axis=0)
+    bad |= ~((g["kv_tax"] >= 0) & (g["kv_tax_direct"] >= 0) & (g["kv_tax_indirect"] >= 0))
+    return feas & bad
+
+
+def check_no_kv_tax_without_link(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    bad = np.zeros_like(feas)
+    bad[:, :2] = feas[:, :2] & ((g["kv_tax"][:, :2] != 0) | (g["kv_tax_direct"][:, :2] != 0) |
+                                (g["kv_tax_indirect"][:, :2] != 0))
+    return bad
+
+
+def check_meets_contract(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    scale = _col(kw, "slo_scale", 1.0)
+    ok = (g["ttft"] <= _col(kw, "ttft") * scale * (1 + tol["lat"])) & (g["tpot"] <= _col(kw, "tpot") * scale *
+                                                                       (1 + tol["lat"]))
+    if "rate" in kw:
+        ok &= (g["gpus"] <= _col(kw, "total_gpus")) & (g["n_prefill"] == np.round(g["n_prefill"])) & \
+            (g["n_prefill"] >= 1)
+    return feas & ~ok
+
+
+def check_price_over_throughput(kw, g, tol):
+    """cost per 1e6 output tokens = GPU-hour price / (3600 s x output tokens per GPU-second) x 1e6."""
+    feas = g["feasible"].astype(bool)
+    want = _col(kw, "price") / 3600 * 1e6 / g["throughput"]
+    return feas & ~(np.abs(g["cost_per_mtok"] - want) <= tol["rel"] * g["cost_per_mtok"])
+
+
+def check_decomposition(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    cost = g["cost_per_mtok"]
+    lim = tol["rel"] * cost
+    ok = np.abs(g["prefill_cost"] + g["decode_cost"] + g["kv_tax"] - cost) <= lim
+    ok &= np.abs(g["kv_tax_direct"] + g["kv_tax_indirect"] - g["kv_tax"]) <= lim
+    i, o = _col(kw, "input_len"), _col(kw, "output_len")
+    ok &= np.abs(g["cost_per_mtok_total"] - cost * o / (i + o)) <= lim
+    return feas & ~ok
+
+
+def check_best_arch_and_advantage(kw, g, tol):
+    feas = g["feasible"].astype(bool)
+    cost = g["cost_per_mtok"]
+    masked = np.where(feas, cost, np.inf)
+    want = np.where(feas.any(axis=1), np.argmin(masked, axis=1), -1)
+    bad = g["best_arch"] != want
+    adv_ok = feas[:, 2] & (feas[:, 0] | feas[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        adv = np.log(np.min(masked[:, :2], axis=1)) - np.log(cost[:, 2])
+    bad |= np.isfinite(g["advantage"]) != adv_ok
+    bad |= adv_ok & ~(np.abs(g["advantage"] - adv) <= tol["adv"])
+    return _rows(bad)
+
+
+CHECKS = {f.__name__[len("check_"):]: f for f in (check_no_inf, check_flags, check_nan_if_infeasible,
+                                                   check_finite_positive, check_no_kv_tax_without_link,
+                                                   check_meets_contract, check_price_over_throughput,
+                                                   check_decomposition, check_best_arch_and_advantage)}
+# identities to rounding: relative (rel), latency over its bound (lat), advantage (a log ratio) absolute (adv)
+TOL = {"float64": {"rel": CONSISTENCY_RTOL, "lat": LAT_RTOL, "adv": 1e-9},
+       "float32": {"rel": 1e-5, "lat": 1e-4, "adv": 1e-5}}
+
+KNOWN = {  # (check, precision) -> the model defect behind the failure (see docs/reliability.md)
+    ("finite_positive", "float32"): ("float32 at the extreme input_len = 0.01 tokens (chunked, h100-80gb-sxm, llama-3.1-8b, "
+                                     "arrival_ca2 = 1e4): the prefill share of the cost rounds to 0, so prefill_cost "
+                                     "= 0 (float64 keeps it positive)"),
+}
+
+
+def _describe(kw, i):
+    return {k: (float(v[i]) if isinstance(v, np.ndarray) and v.ndim else v) for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_policy(results, check, precision, request):
+    if (check, precision) in KNOWN:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN[check, precision]))
+    total, first = 0, []
+    for kw, g in results[precision]:
+        bad = CHECKS[check](kw, g, TOL[precision])
+        total += int(bad.sum())
+        for i, a in np.argwhere(bad)[: max(0, 3 - len(first))]:
+            first.append((ARCHS[a], _describe(kw, i), {k: g[k][i, a] if g[k].ndim == 2 else g[k][i] for k in
+                          ("feasible", "reason", "cost_per_mtok", "prefill_cost", "kv_tax", "ttft", "tpot")}))
+    n = sum(g["feasible"].size for _, g in results[precision])
+    assert total == 0, f"{check} ({precision}): {total} of {n} (point, arch) pairs violate it; first: {first}"
+
+
+def test_random_set_exercises_every_reason(results):
+    counts = {}
+    for _, g in results["float64"]:
+        for r in range(len(REASONS)):
+            counts[REASONS[r]] = counts.get(REASONS[r], 0) + int((g["reason"] == r).sum())
+    n = sum(counts.values())
+    assert counts["feasible"] > 0.2 * n, counts
+    for r in ("ttft_unreachable", "tpot_unreachable", "kv_memory", "exceeds_total_gpus"):
+        assert counts[r] > 0, (r, counts)
+
+
+@pytest.mark.parametrize("ca2", [0.0, 1.0, 1e4], ids=["deterministic", "poisson", "bursty"])
+def test_extreme_reasons(results, ca2, request):
+    """ttft 1e-4 s -> ttft_unreachable, tpot 1e-5 s -> tpot_unreachable, rate 1e9 on 8 GPUs -> exceeds_total_gpus,
+    for every architecture."""
+    ext = extreme_calls()
+    wrong = []
+    for (kw, cases), (_, g) in zip(ext, results["float64"][-len(ext):]):
+        if kw["arrival_ca2"] != ca2:
+            continue
+        for i, (name, _, want) in enumerate(cases):
+            if want is not None and not (g["reason"][i] == want).all():
+                wrong.append((kw["model"], name, g["reason"][i].tolist(), want))
+    assert not wrong, wrong
+
+
+# ---------------------------------------------------------------- float32 against float64
+
+def _f32_stats(results):
+    """Over the random set only (the extreme batches are for the NaN policy, not for precision)."""
+    rel, flips, both, total = [], 0, 0, 0
+    worst = []
+    n_random = len(results["float64"]) - len(extreme_calls())
+    for (kw, a), (_, b) in zip(results["float64"][:n_random], results["float32"][:n_random]):
+        fa, fb = a["feasible"].astype(bool), b["feasible"].astype(bool)
+        flips += int((fa != fb).sum())
+        total += fa.size
+        m = fa & fb
+        both += int(m.sum())
+        r = np.abs(b["cost_per_mtok"].astype(float) - a["cost_per_mtok"]) / a["cost_per_mtok"]
+        rel.append(r[m])
+        for i, j in np.argwhere(m & (r > F32_RTOL)):
+            worst.append((float(r[i, j]), ARCHS[j], _describe(kw, i)))
+    return np.concatenate(rel), flips, both, total, sorted(worst, key=lambda w: -w[0])
+
+
+def test_float32_agrees_with_float64_on_nearly_all_points(results):
+    """The documented float32 tolerance, over the random set: 99% of the cost_per_mtok values of (point, arch) pairs
+    feasible in both precisions within F32_RTOL_P99, the median within 1e-6, and feasibility differing at under
+    F32_MAX_FLIP of the pairs."""
+    rel, flips, both, total, _ = _f32_stats(results)
+    q50, q99, q999 = np.quantile(rel, [0.5, 0.99, 0.999])
+    print(f"float32 vs float64 cost_per_mtok: median {q50:.2e}, 99% {q99:.2e}, 99.9% {q999:.2e}, max {rel.max():.2e} "
+          f"over {both} pairs feasible in both; feasibility differs at {flips} of {total}")
+    assert both > 0.2 * total
+    assert q50 <= 1e-6 and q99 <= F32_RTOL_P99, (q50, q99)
+    assert flips <= F32_MAX_FLIP * total, (flips, total)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "float32 is not uniformly reliable: at a few points it picks another TP/chunk configuration (cost up to +67%) "
+    "and with a near-deterministic arrival SCV (arrival_ca2 = 0.048, h100-80gb-sxm, opt-66b, fp8) colocated goodput "
+    "collapses to ~1e-8 of float64's while staying 'feasible' (cost 1e5-1e7 times too high); see docs/reliability.md"))
+def test_float32_agrees_with_float64_everywhere(results):
+    rel, _, _, _, worst = _f32_stats(results)
+    assert rel.max() <= F32_RTOL, f"max relative difference {rel.max():.3g}; worst: {worst[:3]}"
+
+
 def test_array_arrival_ca2_is_accepted():
     ds = evaluate(input_len=np.full(N, 2048.0), arrival_ca2=np.linspace(0.5, 2.0, N))
     assert ds["cost_per_mtok"].shape == (N, 3)

@@ -143,6 +143,13 @@ def test_choices_and_flags_agree(both, name):
     _, j, n = both
     a, b = j[name], n[name]
     same = (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
+    if name in CONFIG_VARS:
+        # A tie: two configurations with the same cost (e.g. chunk budgets that all fit the prompt), where the
+        # last bit decides the argmin. Accepted only where every reported number agrees, and only rarely.
+        close = lambda k: np.isclose(j[k], n[k], rtol=1e-12, atol=0.0) | (np.isnan(j[k]) & np.isnan(n[k]))  # noqa: E731
+        tie = ~same & close("cost_per_mtok") & close("ttft_achieved") & close("tpot_achieved") & close("goodput")
+        assert tie.mean() <= 0.02, f"{name}: {tie.sum()} tied choices"
+        same = same | tie
     bad = np.argwhere(~same)
     assert bad.size == 0, f"{name}: {len(bad)} differences, first at {tuple(bad[0])}: {a[tuple(bad[0])]} vs " \
                           f"{b[tuple(bad[0])]}"
@@ -206,9 +213,6 @@ def test_selfcheck_script_runs():
     assert "cost_per_mtok" in out
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason="model issue reported to the lead: with input_cv = 0 and a prompt shorter "
-                   "than the chunk budget, chunked TTFT counts ceil(exp(log(I)) / I) iterations, which is 2 for ~40% "
-                   "of prompt lengths (last-bit rounding), i.e. one spurious mixed iteration")
 def test_single_chunk_deterministic_prompt_takes_one_iteration():
     from frontier_jax.inputs import build
     lens = np.geomspace(100.0, 400.0, 16)

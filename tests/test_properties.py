@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -25,8 +25,24 @@ SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=N
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+# Known failures run their pinned example first and do not shrink (a strict xfail should stay cheap).
+KNOWN_FAILURE = settings(SETTINGS, phases=[Phase.explicit, Phase.generate])
+
+
+def _full(**kw):
+    """A fixed scenario as N identical points (the shape every call uses)."""
+    return {k: (np.full(N, float(v)) if isinstance(v, (int, float)) else v) for k, v in kw.items()}
+
+
+# Found by these tests on the current model (see docs/reliability.md).
+BLOOM_SHORT = dict(hardware="a100-80gb-pcie", model="bloom-176b", input_len=float(np.exp(3.0)),
+                   output_len=float(np.exp(0.75)), ttft=1.0, tpot=1.0, percentile="mean",
+                   kv_bandwidth=float(np.exp(19.0)), engine="current", precision="bf16")
+
+
 def _log_array(lo, hi):
-    return arrays(np.float64, N, elements=st.floats(np.log(lo), np.log(hi))).map(np.exp)
+    # fill=nothing: every element drawn on its own, so each example really is N different scenarios
+    return arrays(np.float64, N, elements=st.floats(np.log(lo), np.log(hi)), fill=st.nothing()).map(np.exp)
 
 
 @st.composite
@@ -36,7 +52,7 @@ def scenarios(draw, integral=False):
               input_len=draw(_log_array(16, 32768)), output_len=draw(_log_array(2, 4096)),
               ttft=draw(_log_array(0.05, 60)), tpot=draw(_log_array(0.005, 1.0)),
               percentile=draw(st.one_of(st.just("mean"), arrays(np.float64, N, elements=st.sampled_from(
-                  [0.5, 0.9, 0.99, 0.999])))),
+                  [0.5, 0.9, 0.99, 0.999]), fill=st.nothing()))),
               kv_bandwidth=draw(_log_array(1e8, 1e12)),
               engine=draw(st.sampled_from(["current", "vllm-2023"])), precision=draw(st.sampled_from(["bf16", "fp8"])))
     if integral:
@@ -125,9 +141,14 @@ def test_disaggregated_cost_never_rises_with_kv_bandwidth(kw, k):
 
 # ---------------------------------------------------------------- longer requests never raise goodput
 
-@SETTINGS
+@pytest.mark.xfail(strict=True, reason=(
+    "colocated goodput rises with a longer output: a100-80gb-pcie, bloom-176b, input 20.09 tokens, output 2.117 -> "
+    "5.755 tokens (x e), ttft = tpot = 1 s, percentile 'mean', kv_bandwidth 1.78e8 B/s, current engine, bf16: "
+    "3.764668 -> 3.765745 requests/s/GPU (+2.9e-4 relative); at 3 tokens it is 3.836 (+1.9%)"))
+@KNOWN_FAILURE
 @given(kw=scenarios(), ki=_log_array(1.0, 8.0), ko=_log_array(1.0, 8.0), which=st.sampled_from(["input", "output",
                                                                                                    "both"]))
+@example(kw=_full(**BLOOM_SHORT), ki=np.ones(N), ko=np.full(N, np.e), which="output")
 def test_goodput_never_rises_with_longer_requests(kw, ki, ko, which):
     longer = dict(kw)
     if which in ("input", "both"):
@@ -148,8 +169,8 @@ def test_goodput_never_rises_with_longer_requests(kw, ki, ko, which):
 
 # ---------------------------------------------------------------- the decomposition sums; no KV tax without a link
 
-@SETTINGS
 @given(kw=st.one_of(scenarios(), scenarios(integral=True)))
+@example(kw=_full(**dict(BLOOM_SHORT, output_len=float(np.exp(4.0)))))
 def test_decomposition_sums_and_colocated_has_no_kv_tax(kw):
     ds = evaluate(**kw)
     feas = _g(ds, "feasible").astype(bool)

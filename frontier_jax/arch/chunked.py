@@ -72,7 +72,8 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
     skew = (delta / (n * k)) ** 3 * window * new3 / jnp.maximum(var, 1e-300) ** 1.5
     cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, ndtri(sc.q) * jnp.sqrt(2.0 / 3.0 * b))
-    tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode), jnp.maximum(cap, mean))
+    floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
+    tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode, floor), jnp.maximum(cap, mean))
 
     # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations; its own prompt takes ceil(I/k).
     nodes, w = qu.length_nodes(new, sc.input_cv)

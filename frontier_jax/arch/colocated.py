@@ -35,7 +35,8 @@ def latency(p: c.Point, tp, lam) -> c.Latency:
            + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
     mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
     skew = mu3 / jnp.maximum(var, 1e-300) ** 1.5
-    tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode), jnp.inf)
+    tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode,
+                                                       c.affine_time(br, 1.0)), jnp.inf)
     # TTFT: M/G/1 prefill queue with decode iterations as vacations (residual uniform on [0, step]).
     busy = 1.0 - jnp.exp(-b)
     ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,

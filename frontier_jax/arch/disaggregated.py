@@ -66,7 +66,7 @@ def decode_latency(p: c.Point, tp, lam) -> c.Latency:
     b = c.batch_fixed_point(br, lam * n)
     mean = c.affine_time(br, 1.0 + b)
     var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
-    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), sc.q, sc.mean_mode)
+    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), sc.q, sc.mean_mode, c.affine_time(br, 1.0))
     zero = jnp.zeros_like(b)
     return c.Latency(zero, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
 

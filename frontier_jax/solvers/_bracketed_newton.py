@@ -11,8 +11,8 @@ Phases, in order, each a bounded number of evaluations (forward-mode jvps of f):
    (converged), the bracket is narrower than xtol times the original one (collapsed: a jump), f is NaN, or steps
    run out.
 3. BELOW, ABOVE (2): f, f' and the branch signature at y* -/+ probe * (upper - lower). A kink is a collapsed
-   bracket, a non-finite side, a change of signature, one-sided slopes that differ by more than kink_rtol, or a
-   jump that the slopes do not explain.
+   bracket, a non-finite side, a change of signature, one-sided slopes that differ by more than kink_rtol, a
+   jump that the slopes do not explain, or a zero slope at the root (a plateau of ties).
 4. SENS (m): at a smooth root, the jvp of f along each parameter direction e_j gives df/dtheta_j; then
    dy*/dtheta_j = -(df/dtheta_j) / (df/dy) (implicit function theorem; nothing is differentiated through the
    iterations).
@@ -123,8 +123,7 @@ class BracketedNewton:
         zeros = lambda like: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like)  # noqa: E731
         sig0, aux0 = zeros(sig_like), zeros(aux_like)
         nan, inf = jnp.asarray(jnp.nan, dt), jnp.asarray(jnp.inf, dt)
-        i0, f, t = jnp.int32(0), jnp.asarray(False), jnp.asarray(True)
-        del t
+        i0, f = jnp.int32(0), jnp.asarray(False)
         width = upper - lower
         return State(phase=jnp.int32(SCAN), k=i0, evaluations=i0, lower=lower, upper=upper,
                      prev_valid=f, last_pos=f, seen=f, crossings=i0, found=i0, prev_y=lower, prev_f=nan,
@@ -256,7 +255,8 @@ class BracketedNewton:
         predicted = 0.5 * (dfm + dfp) * (yp - ym)
         jump = jnp.abs((fp - fm) - predicted) > self.kink_rtol * jnp.abs(predicted) + 2.0 * self.ftol
         switched = jnp.any(jnp.asarray(sig) != jnp.asarray(s.sig_minus))
-        kink = s.collapsed | ~finite | slopes_differ | jump | switched
+        degenerate = ~(jnp.abs(s.best_df) > 0.0)  # a zero slope (a tie on a plateau): the IFT does not apply
+        kink = s.collapsed | ~finite | slopes_differ | jump | switched | degenerate
         m = s.grads.shape[0]
         phase = jnp.where(~kink & (m > 0), SENS, DONE).astype(jnp.int32)
         return s._replace(phase=phase, k=jnp.int32(0), reason=jnp.where(kink, KINK, CONVERGED).astype(jnp.int32),

@@ -9,6 +9,6 @@ REASON_DOCS = {
     "no_sign_change": "f has one sign at every non-NaN bracket sample: no root in the bracket",
     "non_finite": "f is NaN at every sample, at an iterate, or between the samples where its sign changes",
     "max_steps": "the refinement ran out of steps before |f| <= ftol (the root is reported as NaN)",
-    "kink": "the root is located, but f is not smooth there (a jump, a derivative mismatch or a change of the "
-            "branch signature within the probe distance); sensitivities are NaN",
+    "kink": "the root is located, but f is not smooth there (a jump, a derivative mismatch, a change of the "
+            "branch signature within the probe distance, or a zero slope); sensitivities are NaN",
 }
