@@ -370,9 +370,10 @@ class qu:
     def _log_sigma(cv):
         cv = np.asarray(cv)
         u = cv**2
-        pos = u > 0.0
-        u_safe = np.where(pos, u, 1.0)
-        return cv * np.sqrt(np.where(pos, np.log1p(u_safe) / u_safe, 1.0))
+        big = u > 1e-5
+        u_safe = np.where(big, u, 1.0)
+        ratio = np.where(big, np.log1p(u_safe) / u_safe, 1.0 - u / 2.0 + u**2 / 3.0)
+        return cv * np.sqrt(ratio)
 
     def length_nodes(mean, cv):
         mean = np.asarray(mean)

@@ -63,10 +63,6 @@ OPTION_KEYS = {"solve_for": "kv_bandwidth", "samples": 16, "max_steps": 40, "fto
                "probe": 1e-5, "kink_rtol": 1e-2, "wrt": list(DEFAULT_WRT)}
 # In float32 the advantage is resolved to about 1e-7, so the float64 tolerances above cannot be met.
 FLOAT32_DEFAULTS = {"ftol": 2e-5, "xtol": 1e-6, "probe": 1e-3}
-# Forward-mode derivatives of the model are NaN at input_cv == 0 exactly (d sqrt(s2)/ds2 is infinite at s2 = 0 in
-# the length quadrature, and the rate solver's custom JVP multiplies it by an instantiated zero tangent), so the
-# kernel evaluates input_cv = max(input_cv, CV_FLOOR): the lengths are unchanged to the last bit in float64.
-CV_FLOOR = {np.dtype(np.float64): 1e-150, np.dtype(np.float32): 1e-18}
 
 _TRACES: list[str] = []
 
@@ -360,7 +356,6 @@ def _build_kernel(key: KernelKey, spec: SweepSpec | None) -> Callable[[dict], di
         if key.derived:
             r, total = v["io_ratio"], v["total_len"]
             v["input_len"], v["output_len"] = total * r / (1.0 + r), total / (1.0 + r)
-        v["input_cv"] = jnp.maximum(v.get("input_cv", jnp.zeros((), dt)), CV_FLOOR.get(np.dtype(dt), 1e-18))
         batch = {k: jnp.reshape(x, (1,)) for k, x in v.items()}
         point, demand, price = jax.tree.map(lambda a: a[0], point_inputs(spec, batch, tables))
         eff = efficiency(pt)
@@ -443,7 +438,6 @@ def breakeven(spec, solve_for: str | None = None, out: str | os.PathLike | None 
                                  "fallback, kink probes, implicit-function-theorem sensitivities; advantage = log "
                                  "min(colocated, chunked) cost - log disaggregated cost, +inf/-inf where only one "
                                  "side is feasible"),
-            "breakeven_input_cv_floor": CV_FLOOR[np.dtype(jnp.result_type(float))],
             "breakeven_seconds": time.perf_counter() - t0,
             "breakeven_compile_seconds": summary.compile_seconds,
             "breakeven_points_per_second": summary.points_per_second,

@@ -25,12 +25,14 @@ BURST_FLOOR = 1e-6
 
 def _log_sigma(cv):
     """sigma of the lognormal with this CV, sqrt(log(1 + cv^2)), written as cv sqrt(log1p(u) / u) (u = cv^2) so
-    that its derivative is finite (1) at cv = 0, where the direct form's is 0 x inf = NaN."""
+    that its derivative is finite (1) at cv = 0, where the direct form's is 0 x inf = NaN. Below u = 1e-5 the
+    ratio is its series 1 - u/2 + u^2/3 (error < u^3/4), whose derivative does not underflow."""
     cv = jnp.asarray(cv)
     u = cv**2
-    pos = u > 0.0
-    u_safe = jnp.where(pos, u, 1.0)
-    return cv * jnp.sqrt(jnp.where(pos, jnp.log1p(u_safe) / u_safe, 1.0))
+    big = u > 1e-5
+    u_safe = jnp.where(big, u, 1.0)
+    ratio = jnp.where(big, jnp.log1p(u_safe) / u_safe, 1.0 - u / 2.0 + u**2 / 3.0)
+    return cv * jnp.sqrt(ratio)
 
 
 def length_nodes(mean, cv):
