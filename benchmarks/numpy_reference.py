@@ -363,7 +363,7 @@ class qu:
     N_NODES = 5
     _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(N_NODES)
     _GH_W = _GH_W / _GH_W.sum()
-    _NEWTON_STEPS = 8
+    _NEWTON_STEPS = 5
     _MAX_EXPONENT = 60.0
     BURST_FLOOR = 1e-6
 
@@ -404,10 +404,10 @@ class qu:
         x = np.clip(2.0 * (1.0 - rho_c) / (rho_c * m2), 1e-9, x_max)
 
         def step(x, _):
-            e = np.exp(np.minimum(x * s, qu._MAX_EXPONENT))
-            m1 = qu.expect(np.expm1(np.minimum(x * s, qu._MAX_EXPONENT)), weights)
+            em1 = np.expm1(np.minimum(x * s, qu._MAX_EXPONENT))
+            m1 = qu.expect(em1, weights)
             h = np.log(rho_c) + np.log(m1) - np.log(x)
-            dh = qu.expect(s * e, weights) / m1 - 1.0 / x
+            dh = qu.expect(s * (em1 + 1.0), weights) / m1 - 1.0 / x
             return np.clip(x - h / dh, 1e-9, x_max), None
 
         for _ in range(qu._NEWTON_STEPS):

@@ -107,6 +107,19 @@ def test_cramer_lundberg_root_for_deterministic_service():
     assert float(theta) > 0
 
 
+@pytest.mark.parametrize("cv", [0.0, 0.3, 1.0, 3.0])
+def test_decay_rate_converges_in_its_fixed_steps(cv):
+    """The Cramer-Lundberg equation lambda (E[exp(theta S)] - 1) = theta holds to 1e-10 relative after the fixed
+    number of Newton steps, from light (rho = 1e-6) to heavy traffic (rho = 0.999)."""
+    nodes, w = queueing.length_nodes(jnp.asarray(1.0), jnp.asarray(cv))
+    rho = np.geomspace(1e-6, 0.999, 40)
+    lam = jnp.asarray(rho / float(queueing.expect(nodes, w)))
+    theta = jax.vmap(lambda l: queueing.decay_rate(l, nodes, w))(lam)
+    resid = lam * (jnp.sum(jnp.exp(theta[:, None] * nodes) * w, axis=-1) - 1.0) - theta
+    assert np.all(np.asarray(theta) > 0)
+    assert np.max(np.abs(np.asarray(resid) / np.asarray(theta))) < 1e-10
+
+
 def test_infeasible_contract_is_flagged_not_raised():
     ds = batch(hardware="a100-80gb-sxm", model="llama-3.1-70b", input_len=np.full(N, 32000.0),
                output_len=np.full(N, 100.0), ttft=np.full(N, 0.05), tpot=np.full(N, 0.001))

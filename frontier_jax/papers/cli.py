@@ -13,11 +13,6 @@ def _run(a):
     import jax
     jax.config.update("jax_enable_x64", True)
     from .report import reproduce
-    steps = []
-    try:
-        from ..breakeven_report import report_steps
-        steps = report_steps()
-    except ImportError:
-        pass
-    out = reproduce(a.out, quick=a.quick, extra_steps=steps)
+    from ..breakeven_report import report_steps
+    out = reproduce(a.out, quick=a.quick, extra_steps=report_steps())
     print(f"wrote {out}")

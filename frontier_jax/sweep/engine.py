@@ -49,6 +49,9 @@ def _eval_chunk(start: jax.Array, arrays: dict[str, jax.Array], *, kernel: Kerne
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()), out_specs=P(AXIS), check_vma=False)(start, arrays)
 
 
+CPU_CHUNK_PER_DEVICE = 4096
+GPU_CHUNK_PER_DEVICE = 65536
+
 _CACHE: dict[Any, Any] = {}  # (kernel, layout, mesh, per-device points, argument specs) -> executable
 _CACHE_SIZE = 8
 
@@ -120,7 +123,7 @@ def _resolve_process(process_index: int | None, process_count: int | None) -> tu
 
 
 def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMeta], out_path: str | os.PathLike, *,
-              extra_coords: ExtraCoords | None = None, chunk: int = 65536, resume: bool = False,
+              extra_coords: ExtraCoords | None = None, chunk: int | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True, devices: Sequence[Any] | None = None,
               process_index: int | None = None, process_count: int | None = None) -> SweepSummary:
     """Evaluate `kernel` on every point of `spec`'s grid and stream the outputs to netCDF at `out_path`.
@@ -139,10 +142,13 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     if os.path.exists(partial) and not (resume or overwrite):
         raise FrontierError(f"an interrupted sweep left {partial!r}; pass resume=True to continue it "
                             "or overwrite=True to start over")
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise FrontierError(f"chunk={chunk}; it must be a positive number of points")
 
     devices = list(devices) if devices is not None else jax.local_devices()
+    if chunk is None:  # intermediates of a chunk stay in cache on a CPU; a GPU wants wide batches
+        per = CPU_CHUNK_PER_DEVICE if devices[0].platform == "cpu" else GPU_CHUNK_PER_DEVICE
+        chunk = per * len(devices)
     mesh = Mesh(np.array(devices), (AXIS,))
     ndev = len(devices)
     lay, size = layout(spec), spec.size
