@@ -44,15 +44,17 @@ def parse_args(argv=None):
     a.add_argument("--quick", action="store_true", help="small sizes and fewer reference points")
     a.add_argument("--repeats", type=int, default=3, help="timed repeats per size up to 1e5 (median reported); "
                    "1e6 and 1e7 are timed once after the compile")
-    a.add_argument("--chunk", type=int, default=16384, help="run_sweep chunk (points per compiled call)")
+    a.add_argument("--chunk", type=int, default=None, help="run_sweep chunk (points per compiled call; default "
+                   "run_sweep's: 4096 per CPU device)")
     a.add_argument("--numpy-points", type=int, default=8192, help="points of each grid given to the numpy "
                    "reference (its cost per point is flat beyond its 4096-point block)")
     a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")
     a.add_argument("--f32-size", default="1e5", help="grid for the float32 vs float64 comparison ('' to skip)")
     a.add_argument("--tune-chunks", default="", help="comma-separated chunk sizes to time on the smallest grid "
                    "of --sizes above 1e4 (one compile each)")
-    a.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N XLA devices (run_sweep "
-                   "shards each chunk over them); 0 = JAX default")
+    a.add_argument("--cpu-devices", type=int, default=len(os.sched_getaffinity(0)),
+                   help="split the CPU into N XLA devices (run_sweep shards each chunk over them; default: one per "
+                        "core, as the CLI does); 0 = JAX default (one device)")
     a.add_argument("--no-flops", action="store_true", help="skip the FLOP count (unrolled lowering, ~30 s)")
     a.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
     args = a.parse_args(argv)
@@ -381,6 +383,10 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the CLI's default precision
+    if args.chunk is None:
+        from frontier_jax.sweep.engine import CPU_CHUNK_PER_DEVICE, GPU_CHUNK_PER_DEVICE
+        per = CPU_CHUNK_PER_DEVICE if jax.default_backend() == "cpu" else GPU_CHUNK_PER_DEVICE
+        args.chunk = per * len(jax.devices())
     res = dict(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), args=vars(args),
                machine=machine(), sizes={})
     tmp = Path(tempfile.mkdtemp(prefix="frontier_bench_"))
