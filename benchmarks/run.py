@@ -45,7 +45,7 @@ def parse_args(argv=None):
     a.add_argument("--repeats", type=int, default=3, help="timed repeats per size up to 1e5 (median reported); "
                    "1e6 and 1e7 are timed once after the compile")
     a.add_argument("--chunk", type=int, default=None, help="run_sweep chunk (points per compiled call; default "
-                   "run_sweep's: 4096 per CPU device)")
+                   "run_sweep's: 1024 per CPU device)")
     a.add_argument("--numpy-points", type=int, default=8192, help="points of each grid given to the numpy "
                    "reference (its cost per point is flat beyond its 4096-point block)")
     a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", nargs="?", help="sweep spec; default: sweeps/default.toml")
     s.add_argument("-o", "--output", help="output netCDF path (default: NAME.nc from the spec)")
     s.add_argument("--chunk", type=int, default=None,
-                   help="points per chunk (default 4096 per device on the CPU, 65536 per device on a GPU)")
+                   help="points per chunk (default 1024 per device on the CPU, 65536 per device on a GPU)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -62,7 +62,7 @@ def release_free_heap() -> bool:
 
 
 TRIM_EVERY_CHUNKS = 64
-CPU_CHUNK_PER_DEVICE = 4096
+CPU_CHUNK_PER_DEVICE = 1024
 GPU_CHUNK_PER_DEVICE = 65536
 
 _CACHE: dict[Any, Any] = {}  # (kernel, layout, mesh, per-device points, argument specs) -> executable
