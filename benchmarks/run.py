@@ -3,7 +3,7 @@
     python benchmarks/run.py                      # 1e4, 1e5, 1e6 points, numpy reference, loop, float32 check
     python benchmarks/run.py --quick              # 1e4 and 1e5 only, fewer reference points (~5 min)
     python benchmarks/run.py --sizes 1e4,1e5,1e6,1e7
-    python benchmarks/run.py --tune-chunks 4096,8192,16384,32768,65536 --sizes 1e5
+    python benchmarks/run.py --tune-chunks 512,1024,2048,4096,8192 --sizes 1e5
 
 Every size runs `run_sweep` on sweeps/bench_<size>.toml (netCDF written to a temporary folder, as a user would
 run it); compile time is reported separately from the evaluation rate. The same closed-form model is then
