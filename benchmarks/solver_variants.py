@@ -9,7 +9,9 @@ step count or a saturated violation, on 2,560 random points, saved for compariso
     python benchmarks/solver_variants.py steps clip log        # the same with the secant step clipped, not rejected
     python benchmarks/solver_variants.py steps clip logit      # ... searching in logit(rate / upper)
 
-Each run is a fresh process (the patch must be in place before the kernel is traced); ~30 s, most of it compiling.
+Each run is a fresh process (the patch must be in place before the kernel is traced); 1-2 min, most of it compiling.
+`steps` instruments a copy of the Illinois loop of `operating._bisect` (it records the bracket width and the kind of
+every step, which the model's solver does not expose, and swaps the step rule); keep the two in step.
 `steps` runs 60 Illinois steps on 768 random points (28,416 rate solves, every configuration of every
 architecture) and prints how many steps the bracket needs to shrink below 1e-6, 1e-9 and 1e-12 in the search
 variable, and how often a step was a secant step, a bisection because an end value was infinite, or a secant step
@@ -25,6 +27,16 @@ from frontier_jax import operating as op
 import frontier_jax as fj
 
 TOLS = (1e-6, 1e-9, 1e-12)
+USAGE = "usage: solver_variants.py base|sat STEPS OUT.npz | compare A.npz B.npz | steps current|clip log|logit"
+
+
+def random_inputs(rng, n):
+    """n random points: log-uniform lengths, KV bandwidth and contract, deterministic or CV-1 lengths."""
+    def logu(lo, hi):
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    return dict(input_len=logu(64, 32768), output_len=logu(16, 4096), kv_bandwidth=logu(1e9, 4e11),
+                ttft=logu(0.3, 8), tpot=logu(0.015, 0.2), input_cv=rng.choice([0.0, 1.0], n),
+                output_cv=rng.choice([0.0, 1.0], n))
 
 
 def steps_experiment(rule, variable, max_steps=60, n=128):
@@ -67,12 +79,7 @@ def steps_experiment(rule, variable, max_steps=60, n=128):
     rng = np.random.default_rng(0)
     for hw in ["a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm"]:
         for m in ["llama-3.1-70b", "llama-3.1-8b"]:
-            fj.evaluate(hardware=hw, model=m, input_len=np.exp(rng.uniform(np.log(64), np.log(32768), n)),
-                        output_len=np.exp(rng.uniform(np.log(16), np.log(4096), n)),
-                        kv_bandwidth=np.exp(rng.uniform(np.log(1e9), np.log(4e11), n)),
-                        ttft=np.exp(rng.uniform(np.log(0.3), np.log(8), n)),
-                        tpot=np.exp(rng.uniform(np.log(0.015), np.log(0.2), n)),
-                        input_cv=rng.choice([0.0, 1.0], n), output_cv=rng.choice([0.0, 1.0], n))
+            fj.evaluate(hardware=hw, model=m, **random_inputs(rng, n))
     ok = np.concatenate([r[2].reshape(-1) for r in rec])
     conv, kinds = (np.concatenate([r[i].reshape(-1, 3) for r in rec])[ok] for i in (0, 1))
     conv = np.where(conv < 0, max_steps + 1, conv)  # not converged within max_steps
@@ -86,6 +93,10 @@ def steps_experiment(rule, variable, max_steps=60, n=128):
           f"{kinds[:, 1].mean():.1f}, secant inside [0.05, 0.95] {kinds[:, 2].mean():.1f}")
 
 
+args = sys.argv[1:]
+if not ((len(args) == 3 and args[0] in ("base", "sat", "compare") and (args[0] == "compare" or args[1].isdigit()))
+        or (len(args) == 3 and args[0] == "steps" and args[1] in ("current", "clip") and args[2] in ("log", "logit"))):
+    raise SystemExit(USAGE)
 if sys.argv[1] == "compare":
     a, b = np.load(sys.argv[2]), np.load(sys.argv[3])
     for k in a.files:
@@ -111,12 +122,8 @@ def saturated(fn, upper_fn, args):
     return orig(g, upper_fn, args)
 
 
-if variant == "base":
-    pass
-elif variant == "sat":
+if variant == "sat":
     op._bisect = saturated
-else:
-    raise SystemExit("variant: base, sat or compare")
 
 rng = np.random.default_rng(0)
 n = 256
@@ -126,14 +133,8 @@ res = {}
 tt = 0.0
 for hw in hws:
     for m in mods:
-        kw = dict(input_len=np.exp(rng.uniform(np.log(64), np.log(32768), n)),
-                  output_len=np.exp(rng.uniform(np.log(16), np.log(4096), n)),
-                  kv_bandwidth=np.exp(rng.uniform(np.log(1e9), np.log(4e11), n)),
-                  ttft=np.exp(rng.uniform(np.log(0.3), np.log(8), n)),
-                  tpot=np.exp(rng.uniform(np.log(0.015), np.log(0.2), n)),
-                  input_cv=rng.choice([0.0, 1.0], n), output_cv=rng.choice([0.0, 1.0], n))
         t0 = time.perf_counter()
-        ds = fj.evaluate(hardware=hw, model=m, **kw)
+        ds = fj.evaluate(hardware=hw, model=m, **random_inputs(rng, n))
         tt += time.perf_counter() - t0
         for v in ["cost_per_mtok", "goodput", "ttft", "tpot", "feasible", "advantage"]:
             res.setdefault(v, []).append(np.asarray(ds[v].values, dtype=float))
