@@ -135,61 +135,81 @@ def _pool(p, demand, fn, upper, cfg_args, gpus, pin):
     return jnp.where(ok, per_rate, jnp.nan), n, lam_op, lam
 
 
-def _disaggregated(p: Point, demand: Demand, space):
+def _disaggregated_unlinked(p: Point, demand: Demand, space):
+    """The parts of the disaggregated search that never see the link: the prefill pool at infinite bandwidth (the
+    reference of the KV tax) and the decode pool with its choice."""
+    dt = p.sc.q.dtype
+    tpp_inf = jnp.asarray(space.tp_prefill, dt)
+    zero = jnp.zeros_like(tpp_inf)
+    c_inf, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf, demand.n_prefill)
+    tpd = jnp.asarray(space.tp_decode, dt)
+    c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
+    _, best_inf, _ = _pick(c_inf)
+    _, best_d, (g_d, nd_i, lamop_di, lam_di) = _pick(c_d, tpd, n_d, lamop_d, lam_d)
+    lat0_d = jax.vmap(lambda a: disaggregated.decode_latency(p, a, _decode_upper((p, a)) * op.RANGE))(tpd)
+    cd = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_d))
+    return dict(best_inf=best_inf, best_d=best_d, g_d=g_d, nd_i=nd_i, lam_di=lam_di,
+                tpot=disaggregated.decode_latency(p, g_d, lamop_di).tpot,
+                reason_d=_reason(jax.tree.map(lambda x: x[cd], lat0_d), p))
+
+
+def _disaggregated(p: Point, demand: Demand, space, u: dict):
+    """The prefill pool with the link (its configuration search), joined with the link-blind parts `u`."""
     dt = p.sc.q.dtype
     tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(space.overlap, dt), indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
     full = jnp.full_like(tpp, 2.0)
     c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill)
-    tpp_inf = jnp.asarray(space.tp_prefill, dt)
-    zero = jnp.zeros_like(tpp_inf)
-    c_inf, n_inf, _, lam_inf = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf,
-                                     demand.n_prefill)
-    tpd = jnp.asarray(space.tp_decode, dt)
-    c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
-
-    ip, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
-    _, best_inf, _ = _pick(c_inf)
-    idd, best_d, (g_d, nd_i, lamop_di, lam_di) = _pick(c_d, tpd, n_d, lamop_d, lam_d)
+    _, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
+    best_inf, best_d, g_d, nd_i, lam_di = u["best_inf"], u["best_d"], u["g_d"], u["nd_i"], u["lam_di"]
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     c_nl, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (g_p[None], o_p[None], jnp.ones((1,), dt)),
                           g_p[None], demand.n_prefill)
     best_nl = jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0])
 
     lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)
-    lat_d = disaggregated.decode_latency(p, g_d, lamop_di)
     fluid = jnp.isnan(demand.rate)
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
     n_dec = jnp.where(fluid, lam_pi / lam_di, nd_i)
     gpus = np_i * g_p + n_dec * g_d
     lat0_p = jax.vmap(lambda a, b, c: disaggregated.prefill_latency(p, a, b, c, _prefill_upper((p, a, b, c)) * op.RANGE))(
         tpp, ov, full)
-    lat0_d = jax.vmap(lambda a: disaggregated.decode_latency(p, a, _decode_upper((p, a)) * op.RANGE))(tpd)
     cp = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_p))
-    cd = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_d))
-    reason = jnp.where(jnp.isfinite(best_p), jnp.where(jnp.isfinite(best_d), 0,
-                                                       _reason(jax.tree.map(lambda x: x[cd], lat0_d), p)),
+    reason = jnp.where(jnp.isfinite(best_p), jnp.where(jnp.isfinite(best_d), 0, u["reason_d"]),
                        _reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
     total = best_p + best_d
     return dict(per_rate=total, prefill_per_rate=jnp.minimum(best_inf, best_p), decode_per_rate=best_d,
-                indirect_per_rate=best_nl - best_inf, ttft=lat_p.ttft, tpot=lat_d.tpot,
+                indirect_per_rate=best_nl - best_inf, ttft=lat_p.ttft, tpot=u["tpot"],
                 goodput=1.0 / (g_p / lam_pi + g_d / lam_di), tp_prefill=g_p, tp_decode=g_d, n_prefill=np_i,
                 n_decode=n_dec, chunk=jnp.zeros_like(g_p), overlap=o_p, reason=reason, gpus=gpus)
 
 
-def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace()):
-    """Everything the public API reports for one point, stacked over ARCHS on the last axis."""
+# Inputs no part of `evaluate_unlinked` reads: a sweep over them shares its link-blind work (sweep/engine.py).
+LINK_ONLY_INPUTS = frozenset({"kv_bandwidth", "price_scale"})
+
+
+def evaluate_unlinked(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> dict:
+    """Every part of a point that does not read the KV link or the price: both colocated searches, the decode pool
+    and the infinite-bandwidth prefill pool. Points that differ only in LINK_ONLY_INPUTS share it."""
+    return dict(colocated=_colocated(p, demand, space), chunked=_chunked(p, demand, space),
+                disaggregated=_disaggregated_unlinked(p, demand, space))
+
+
+def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace(), unlinked=None):
+    """Everything the public API reports for one point, stacked over ARCHS on the last axis. `unlinked` is
+    `evaluate_unlinked` of this point (or of one differing only in LINK_ONLY_INPUTS); None computes it."""
+    u = evaluate_unlinked(p, demand, space) if unlinked is None else unlinked
     o = p.sc.output_len
     usd_per_mtok = price / SECONDS_PER_HOUR * PER_MTOK / o  # times GPUs per (request/s)
     fluid = jnp.isnan(demand.rate)
     results = []
-    for r in (_colocated(p, demand, space), _chunked(p, demand, space)):
+    for r in (u["colocated"], u["chunked"]):
         total = r["per_rate"] * usd_per_mtok
         gpus = jnp.where(fluid, r["tp_prefill"], r["n_prefill"] * r["tp_prefill"])
         r = dict(r, cost=total, prefill=total * r["share"], decode=total * (1.0 - r["share"]), kv_tax=0.0 * total,
                  kv_direct=0.0 * total, kv_indirect=0.0 * total, gpus=gpus)
         results.append(r)
-    d = _disaggregated(p, demand, space)
+    d = _disaggregated(p, demand, space, u["disaggregated"])
     total = d["per_rate"] * usd_per_mtok
     prefill = d["prefill_per_rate"] * usd_per_mtok
     decode = d["decode_per_rate"] * usd_per_mtok

@@ -37,8 +37,11 @@ model = { values = ["llama-3.1-8b", "llama-3.1-70b"] }
 input_len = { logspace = [128, 32768, 5] }
 output_len = { logspace = [16, 2048, 4] }
 ttft = { values = [0.3, 2.0] }
+kv_bandwidth = { values = [5e9, 5e10] }
 """
-SIZE = 2 * 2 * 5 * 4 * 2  # 160 points, some infeasible (ttft 0.3 s with long prompts)
+SIZE = 2 * 2 * 5 * 4 * 2 * 2  # 320 points, some infeasible (ttft 0.3 s with long prompts)
+# The last axis is link-only, so every run below shares the link-blind work between the two bandwidths of a block
+# (sweep/engine.py, link_block); "4dev_chunk48_dense" evaluates every point in full.
 
 
 def _load(path) -> xr.Dataset:
@@ -70,6 +73,9 @@ def runs(tmp_path_factory):
             run_sweep(spec, kernel, outputs_meta(), d / name, extra_coords=EXTRA_COORDS, chunk=48, devices=devs,
                       progress=False)  # 4 chunks, the last one padded
         out["4dev_chunk48"], out["4dev_chunk48_again"] = _load(d / "a.nc"), _load(d / "b.nc")
+        run_sweep(spec, kernel, outputs_meta(), d / "dense.nc", extra_coords=EXTRA_COORDS, chunk=48, devices=devs,
+                  progress=False, share_link_blind=False)
+        out["4dev_chunk48_dense"] = _load(d / "dense.nc")
         for key, proc in procs.items():
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, err
@@ -86,7 +92,7 @@ ONE_DEVICE = pytest.param("1dev_chunk37", marks=pytest.mark.xfail(strict=True, r
     "the 1-device chunk program is compiled without SPMD partitioning and XLA fuses it differently: values differ "
     "from the 2- and 4-device runs (which agree bit for bit at any chunk size) by up to ~3e-15 relative (5e-14 on "
     "kv_tax, 3e-13 on advantage), and at near-ties the chosen chunked-prefill chunk flips (e.g. 512 vs 1024); "
-    "feasible, reason and best_arch agree (test_one_device_agrees_to_rounding)")))
+    "feasible, reason and best_arch agree (test_agrees_to_rounding)")))
 
 
 @pytest.mark.parametrize("name", ["4dev_chunk48_again", "cli_4dev_chunk20", ONE_DEVICE])
@@ -101,9 +107,11 @@ def test_sweep_identical(runs, name):
     xr.testing.assert_equal(got, ref)
 
 
-def test_one_device_agrees_to_rounding(runs):
-    """What does hold on one device: the same flags and choice of architecture, every value within 1e-12."""
-    ref, got = runs["4dev_chunk48"], runs["1dev_chunk37"]
+@pytest.mark.parametrize("name", ["1dev_chunk37", "4dev_chunk48_dense"])
+def test_agrees_to_rounding(runs, name):
+    """What does hold on one device, and between the shared and the full evaluation of the link-blind work (two
+    programs that XLA fuses differently): the same flags and choice of architecture, every value within 1e-12."""
+    ref, got = runs["4dev_chunk48"], runs[name]
     for v in ("feasible", "reason", "best_arch"):
         np.testing.assert_array_equal(got[v].values, ref[v].values, err_msg=v)
     for v in ref.data_vars:
@@ -115,6 +123,7 @@ def test_one_device_agrees_to_rounding(runs):
 def test_sweep_really_varied_devices_and_has_both_kinds_of_point(runs):
     assert runs["4dev_chunk48"].attrs["device_count"] == 4
     assert runs["1dev_chunk37"].attrs["device_count"] == 1
+    assert not runs["4dev_chunk48"]["kv_tax"].isnull().all()
     feas = runs["4dev_chunk48"]["feasible"].values
     assert feas.any() and not feas.all()
 

@@ -5,8 +5,6 @@ switching GPU or model is data, not a recompilation. Inputs a spec leaves out ta
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +15,7 @@ from ..errors import FrontierError
 from ..evaluate import FLAGS, VARIABLES
 from ..inputs import assemble
 from ..io.netcdf import VarMeta
-from ..search import ARCHS, SearchSpace, evaluate_point
+from ..search import ARCHS, LINK_ONLY_INPUTS, SearchSpace, evaluate_point, evaluate_unlinked
 from .spec import SweepSpec
 
 REQUIRED = ("hardware", "model", "ttft", "tpot")
@@ -72,21 +70,43 @@ def point_inputs(spec: SweepSpec, pts: dict, tables) -> tuple:
     return point, demand, hw.price * v["price_scale"]
 
 
-def make_kernel(spec: SweepSpec, space: SearchSpace = SearchSpace()) -> Callable[[dict], dict]:
-    check_spec(spec)
-    ch = spec.choices
-    hw_t = stacked_hardware(list(ch["hardware"]))
-    md_t = stacked_models(list(ch["model"]))
-    eff_t = stacked_efficiency(tuple(ch.get("engine", ("current",))))
-    fp8_index = list(ch.get("precision", ("bf16", "fp8"))).index("fp8")
-    rename = {k: SWEEP_NAMES.get(v[0], v[0]) for k, v in {**VARIABLES, **FLAGS}.items()}
+class SweepKernel:
+    """The cost model as a sweep kernel. Called on a dict of (n,) input arrays it evaluates every point in full.
+    `blocked` is the same result for grids whose trailing axes are all in `link_only` (KV bandwidth, price):
+    the link-blind work is evaluated once per block of such points and gathered (sweep/engine.py)."""
 
-    def kernel(pts: dict) -> dict:
-        point, demand, price = point_inputs(spec, pts, (hw_t, md_t, eff_t, fp8_index))
-        out = jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(point, demand, price)
-        res = {rename.get(k, k): v for k, v in out.items()}
+    link_only = LINK_ONLY_INPUTS
+
+    def __init__(self, spec: SweepSpec, space: SearchSpace):
+        check_spec(spec)
+        ch = spec.choices
+        self.spec, self.space = spec, space
+        self.tables = (stacked_hardware(list(ch["hardware"])), stacked_models(list(ch["model"])),
+                       stacked_efficiency(tuple(ch.get("engine", ("current",)))),
+                       list(ch.get("precision", ("bf16", "fp8"))).index("fp8"))
+        self.rename = {k: SWEEP_NAMES.get(v[0], v[0]) for k, v in {**VARIABLES, **FLAGS}.items()}
+
+    def _outputs(self, out: dict) -> dict:
+        res = {self.rename.get(k, k): v for k, v in out.items()}
         for name in ("feasible", "reason", "best_arch"):
             res[name] = res[name].astype(jnp.int8)
         return res
 
-    return kernel
+    def __call__(self, pts: dict) -> dict:
+        point, demand, price = point_inputs(self.spec, pts, self.tables)
+        out = jax.vmap(lambda p, d, c: evaluate_point(p, d, c, self.space))(point, demand, price)
+        return self._outputs(out)
+
+    def blocked(self, pts: dict, block_pts: dict, block_of: jax.Array) -> dict:
+        """`block_pts`: one point per block (any link-only values); `block_of`: each point's block (index into
+        block_pts). Every point of a block must differ from its block's point only in `link_only` inputs."""
+        bpoint, bdemand, _ = point_inputs(self.spec, block_pts, self.tables)
+        shared = jax.vmap(lambda p, d: evaluate_unlinked(p, d, self.space))(bpoint, bdemand)
+        shared = jax.tree.map(lambda x: jnp.take(x, block_of, axis=0), shared)
+        point, demand, price = point_inputs(self.spec, pts, self.tables)
+        out = jax.vmap(lambda p, d, c, u: evaluate_point(p, d, c, self.space, u))(point, demand, price, shared)
+        return self._outputs(out)
+
+
+def make_kernel(spec: SweepSpec, space: SearchSpace = SearchSpace()) -> SweepKernel:
+    return SweepKernel(spec, space)
