@@ -49,6 +49,8 @@ def parse_args(argv=None):
     a.add_argument("--numpy-points", type=int, default=8192, help="points of each grid given to the numpy "
                    "reference (its cost per point is flat beyond its 4096-point block)")
     a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")
+    a.add_argument("--dense-sizes", default="1e5", help="sizes also timed with every point evaluated in full "
+                   "(run_sweep share_link_blind=False): the same work as the numpy reference and the loop")
     a.add_argument("--f32-size", default="1e5", help="grid for the float32 vs float64 comparison ('' to skip)")
     a.add_argument("--tune-chunks", default="", help="comma-separated chunk sizes to time on the smallest grid "
                    "of --sizes above 1e4 (one compile each)")
@@ -61,6 +63,7 @@ def parse_args(argv=None):
     if args.sizes is None:
         args.sizes = "1e4,1e5" if args.quick else "1e4,1e5,1e6"
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    args.dense_sizes = [s.strip() for s in args.dense_sizes.split(",") if s.strip() in args.sizes]
     for s in args.sizes:
         if s not in SIZES:
             a.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
@@ -141,9 +144,11 @@ def spec_path(size: str) -> Path:
     return ROOT / "sweeps" / f"bench_{size}.toml"
 
 
-def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64") -> dict:
+def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64", share: bool = True) -> dict:
     """run_sweep on the size's grid: a cold run (compile + evaluation), then `repeats` warm runs (cached
-    executable) for sizes up to 1e5. Returns the rates and the output path of the last run."""
+    executable) for sizes up to 1e5. Returns the rates and the output path of the last run. share=False evaluates
+    every point in full (the work the numpy reference and the loop do); the benchmark grids end in the KV-bandwidth
+    axis, so by default run_sweep shares the link-blind work over it."""
     from frontier_jax.sweep import load_spec, run_sweep
     from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
 
@@ -155,7 +160,7 @@ def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64") 
     for i in range(1 + n_warm):
         with Phase() as ph:
             s = run_sweep(spec, kernel, meta, out, extra_coords=EXTRA_COORDS, chunk=chunk, overwrite=True,
-                          progress=False)
+                          progress=False, share_link_blind=share)
         runs.append(dict(wall=ph.wall, cpu=ph.cpu, compile=s.compile_seconds, eval=s.seconds - s.compile_seconds,
                          peak_rss=ph.peak, load=ph.load))
         print(f"  [{tag} {size}] run {i}: {s.seconds:.1f} s (compile {s.compile_seconds:.1f} s), "
@@ -170,7 +175,41 @@ def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64") 
                 points_per_s=spec.size / ev, cpu_s=cpu, points_per_cpu_s=spec.size / max(cpu, 1e-9),
                 peak_rss_bytes=max(r["peak_rss"] for r in runs), ru_maxrss_bytes=resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss * 1024, load=statistics.mean(r["load"] for r in runs),
-                repeats=len(warm) if n_warm else 1, chunk=chunk, out=str(out))
+                repeats=len(warm) if n_warm else 1, chunk=chunk, share=share, out=str(out),
+                compile_from_disk_s=compile_from_disk(spec, kernel, chunk, share))
+
+
+def _plan(spec, kernel, chunk: int, share: bool):
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    from frontier_jax.sweep import engine
+    from frontier_jax.sweep.grid import layout
+
+    devices = jax.local_devices()
+    mesh = Mesh(np.array(devices), (engine.AXIS,))
+    per = -(-min(chunk, spec.size) // len(devices))
+    return mesh, per, engine.shared_block(kernel, layout(spec), per, share)
+
+
+def compile_from_disk(spec, kernel, chunk: int, share: bool) -> float | None:
+    """Seconds to trace the chunk program again and load it from JAX's persistent compilation cache (what a later
+    `frontier sweep` of the same axis names and lengths pays instead of the compile); None without the cache."""
+    import jax
+
+    from frontier_jax.sweep import engine
+    from frontier_jax.sweep.grid import layout, point_arrays
+    from frontier_jax.sweep.kernel import EXTRA_COORDS, outputs_meta
+
+    if not jax.config.jax_compilation_cache_dir:
+        return None
+    engine._CACHE.clear()
+    jax.clear_caches()
+    mesh, per, block = _plan(spec, kernel, chunk, share)
+    _, seconds = engine._executable(kernel, layout(spec), mesh, per, point_arrays(spec), outputs_meta(),
+                                    EXTRA_COORDS, block)
+    return seconds
 
 
 def kernel_only(size: str, chunk: int, repeats: int) -> dict:
@@ -185,13 +224,12 @@ def kernel_only(size: str, chunk: int, repeats: int) -> dict:
     from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
 
     spec = load_spec(spec_path(size))
-    devices = jax.local_devices()
-    mesh = Mesh(np.array(devices), (engine.AXIS,))
-    per = -(-min(chunk, spec.size) // len(devices))
+    kernel = make_kernel(spec)
+    mesh, per, block = _plan(spec, kernel, chunk, True)
     host = point_arrays(spec)
-    exe, _ = engine._executable(make_kernel(spec), layout(spec), mesh, per, host, outputs_meta(), EXTRA_COORDS)
+    exe, _ = engine._executable(kernel, layout(spec), mesh, per, host, outputs_meta(), EXTRA_COORDS, block)
     dev = {k: jax.device_put(v, NamedSharding(mesh, P())) for k, v in host.items()}
-    step = per * len(devices)
+    step = per * mesh.size
     starts = [np.asarray(a, index_dtype()) for a in range(0, spec.size, step)]
     jax.block_until_ready(exe(starts[0], dev))  # warm-up
     times = []
@@ -232,6 +270,9 @@ def count_flops(n: int = 8) -> dict:
             p, d, price = point_inputs(spec, decode_points(lay, a, s + jnp.arange(n)), tables)
             if name == "all":
                 return jax.vmap(lambda p, d, c: search.evaluate_point(p, d, c, space))(p, d, price)
+            if name == "disaggregated":
+                return jax.vmap(lambda p, d: search._disaggregated(
+                    p, d, space, search._disaggregated_unlinked(p, d, space)))(p, d)
             fn = getattr(search, "_" + name)
             return jax.vmap(lambda p, d: fn(p, d, space))(p, d)
         return f
@@ -326,20 +367,31 @@ def table(res: dict) -> str:
     lines = [f"machine: {res['machine']['cpu_model']}, {res['machine']['cores_usable']} cores, "
              f"jax {res['machine']['jax']} ({res['machine']['backend']}, {len(res['machine']['devices'])} device(s)), "
              f"load average at start {res['machine']['load_average'][0]:.1f}", ""]
-    hdr = (f"{'points':>10} {'compile s':>9} {'eval s':>8} {'JAX pts/s':>10} {'pts/cpu-s':>10} {'peak RSS':>9} "
-           f"{'numpy pts/s':>11} {'JAX/numpy':>9} {'loop s/pt':>9} {'JAX/loop':>9} {'load':>5}")
+    hdr = (f"{'points':>10} {'compile s':>9} {'cached s':>8} {'eval s':>8} {'JAX pts/s':>10} {'pts/cpu-s':>10} "
+           f"{'peak RSS':>9} {'dense pts/s':>11} {'numpy pts/s':>11} {'JAX/numpy':>9} {'loop s/pt':>9} "
+           f"{'JAX/loop':>9} {'load':>5}")
     lines += [hdr, "-" * len(hdr)]
     for size, r in res["sizes"].items():
-        j, n = r["jax"], r.get("numpy", {})
-        ratio = j["points_per_s"] / n["numpy_points_per_s"] if n else None
+        j, n, dense = r["jax"], r.get("numpy", {}), r.get("jax_dense")
         loop = n.get("loop_s_per_point")
-        loop_ratio = "-" if loop is None else f"{loop * j['points_per_s']:,.0f}x"
-        np_ratio = "-" if ratio is None else f"{ratio:.1f}x"
-        loop_txt = "-" if loop is None else f"{loop:.3f}"
-        lines.append(f"{j['points']:>10,} {j['compile_s']:>9.1f} {j['eval_s']:>8.2f} {j['points_per_s']:>10,.0f} "
-                     f"{j['points_per_cpu_s']:>10,.0f} {j['peak_rss_bytes'] / 2**20:>7.0f}MB "
-                     f"{fmt_rate(n.get('numpy_points_per_s')):>11} {np_ratio:>9} {loop_txt:>9} {loop_ratio:>9} "
-                     f"{j['load']:>5.1f}")
+
+        def ratios(rate):  # the sweep's rate, and in brackets the dense rate (the same work as numpy and the loop)
+            if not n:
+                return "-", "-"
+            return (f"{rate / n['numpy_points_per_s']:.1f}x",
+                    "-" if loop is None else f"{loop * rate:,.0f}x")
+        np_ratio, loop_ratio = ratios(j["points_per_s"])
+        if dense:
+            d_np, d_loop = ratios(dense["points_per_s"])
+            np_ratio, loop_ratio = f"{np_ratio} ({d_np})", f"{loop_ratio} ({d_loop})"
+        cached = j.get("compile_from_disk_s")
+        lines.append(f"{j['points']:>10,} {j['compile_s']:>9.1f} {'-' if cached is None else f'{cached:.1f}':>8} "
+                     f"{j['eval_s']:>8.2f} {j['points_per_s']:>10,.0f} {j['points_per_cpu_s']:>10,.0f} "
+                     f"{j['peak_rss_bytes'] / 2**20:>7.0f}MB {fmt_rate(dense and dense['points_per_s']):>11} "
+                     f"{fmt_rate(n.get('numpy_points_per_s')):>11} {np_ratio:>9} "
+                     f"{'-' if loop is None else f'{loop:.3f}':>9} {loop_ratio:>9} {j['load']:>5.1f}")
+    lines.append("(JAX/numpy and JAX/loop: the sweep as run, sharing the link-blind work over the KV-bandwidth axis; "
+                 "in brackets every point in full, the same work as numpy and the loop)")
     if "kernel_only" in res:
         k = res["kernel_only"]
         lines.append(f"\nkernel only (no host copy, no netCDF), {k['points']:,} points: {k['points_per_s']:,.0f} "
@@ -383,13 +435,15 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the CLI's default precision
+    tmp = Path(tempfile.mkdtemp(prefix="frontier_bench_"))
+    # as the CLI does, but empty: the first compile of each program is cold, then timed again from the disk cache
+    jax.config.update("jax_compilation_cache_dir", str(tmp / "xla_cache"))
     if args.chunk is None:
         from frontier_jax.sweep.engine import CPU_CHUNK_PER_DEVICE, GPU_CHUNK_PER_DEVICE
         per = CPU_CHUNK_PER_DEVICE if jax.default_backend() == "cpu" else GPU_CHUNK_PER_DEVICE
         args.chunk = per * len(jax.devices())
     res = dict(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), args=vars(args),
                machine=machine(), sizes={})
-    tmp = Path(tempfile.mkdtemp(prefix="frontier_bench_"))
     try:
         if not args.no_flops:
             print("counting FLOPs per point ...", flush=True)
@@ -397,6 +451,9 @@ def main(argv=None) -> int:
         for size in args.sizes:
             print(f"size {size}: run_sweep (JAX, float64) ...", flush=True)
             entry = {"jax": jax_sweep(size, args.chunk, args.repeats, tmp)}
+            if size in args.dense_sizes:
+                print(f"size {size}: run_sweep, every point in full ...", flush=True)
+                entry["jax_dense"] = jax_sweep(size, args.chunk, min(args.repeats, 1), tmp, tag="dense", share=False)
             if args.numpy_points:
                 print(f"size {size}: numpy reference on {min(args.numpy_points, SIZES[size]):,} points, loop on "
                       f"{args.loop_points} ...", flush=True)
@@ -425,6 +482,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         for entry in res["sizes"].values():
             entry["jax"].pop("out", None)
+            entry.get("jax_dense", {}).pop("out", None)
         for r in res.get("chunks", {}).values():
             r.pop("out", None)
         if "f32" in res:

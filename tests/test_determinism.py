@@ -55,7 +55,8 @@ def runs(tmp_path_factory):
     (d / "spec.toml").write_text(SPEC)
 
     def cli(name, chunk, n_devices):  # another process; started first, so it compiles while this one does
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu")
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu",
+                   FRONTIER_JAX_CACHE=str(d / f"xla_cache_{name}"))
         return subprocess.Popen([sys.executable, "-m", "frontier_jax.cli", "sweep", str(d / "spec.toml"), "-o",
                                  str(d / name), "--chunk", str(chunk), "--quiet"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -124,6 +125,14 @@ def test_sweep_really_varied_devices_and_has_both_kinds_of_point(runs):
     assert runs["4dev_chunk48"].attrs["device_count"] == 4
     assert runs["1dev_chunk37"].attrs["device_count"] == 1
     assert not runs["4dev_chunk48"]["kv_tax"].isnull().all()
+
+
+def test_cli_keeps_compiled_programs_in_its_cache(runs, tmp_path_factory):
+    """The CLI runs above were given their own compile caches (FRONTIER_JAX_CACHE): each wrote its program."""
+    base = tmp_path_factory.getbasetemp()
+    for name in ("cli4.nc", "cli1.nc"):
+        found = list(base.glob(f"determinism*/xla_cache_{name}/*"))
+        assert found, f"no compiled program cached for {name}"
     feas = runs["4dev_chunk48"]["feasible"].values
     assert feas.any() and not feas.all()
 

@@ -3,7 +3,7 @@
 Points that differ only in the KV bandwidth or the price share the colocated searches, the decode pool and the
 infinite-bandwidth prefill pool. These tests check which grids share, that the shared part really ignores those
 inputs, and that the engine takes the blocked path. The values of a shared sweep are compared with a full
-evaluation in tests/test_determinism.py (`test_agrees_to_rounding`).
+evaluation in tests/test_determinism.py (`test_agrees_to_rounding`). Last, where the CLI keeps compiled programs between runs.
 """
 from __future__ import annotations
 
@@ -65,3 +65,19 @@ def test_engine_takes_the_blocked_path(tmp_path):
     run_sweep(spec, k, outputs_meta(), tmp_path / "o.nc", extra_coords=EXTRA_COORDS, chunk=14, progress=False,
               devices=jax.devices()[:2])
     assert calls == [((7,), (4,))]  # 7 consecutive points touch at most 7 // 3 + 2 blocks of 3
+
+
+def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    from frontier_jax.cli import CACHE_ENV, compile_cache_dir
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
+    assert compile_cache_dir() == str(tmp_path / "c")
+    for off in ("off", "0", ""):
+        monkeypatch.setenv(CACHE_ENV, off)
+        assert compile_cache_dir() is None
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache_dir() == str(tmp_path / "frontier-jax" / "xla")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))  # JAX's own setting wins
+    assert compile_cache_dir() is None

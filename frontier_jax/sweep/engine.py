@@ -52,6 +52,12 @@ def link_block(kernel: Kernel, lay: Layout) -> int:
     return block
 
 
+def shared_block(kernel: Kernel, lay: Layout, per_dev: int, share: bool = True) -> int:
+    """The block run_sweep shares link-blind work over: link_block, or 1 when sharing is off or saves nothing."""
+    block = link_block(kernel, lay) if share else 1
+    return block if per_dev // block + 2 < per_dev else 1
+
+
 def _eval_chunk(start: jax.Array, arrays: dict[str, jax.Array], *, kernel: Kernel, lay: Layout, mesh: Mesh,
                 per_dev: int, block: int = 1) -> dict[str, jax.Array]:
     """Evaluate `kernel` on flat indices [start, start + per_dev * n_devices); each device takes a contiguous
@@ -205,8 +211,7 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     if size + chunk_pts > np.iinfo(index_dtype()).max:
         raise FrontierError(f"{size} points overflow {index_dtype()} indices; enable jax_enable_x64")
     per_dev = chunk_pts // ndev
-    block = link_block(kernel, lay) if share_link_blind else 1
-    block = block if per_dev // block + 2 < per_dev else 1  # sharing must leave fewer evaluations, not more
+    block = shared_block(kernel, lay, per_dev, share_link_blind)
     compiled, compile_s = _executable(kernel, lay, mesh, per_dev, host_arrays, outputs, extra, block)
     if resuming:
         ds = netcdf.open_dataset(partial, "a")
