@@ -901,8 +901,13 @@ def _pool(p, demand, fn, upper, cfg_args, gpus, pin):
     return np.where(ok, per_rate, np.nan), n, lam_op, lam
 
 
+def searched_overlaps(space):
+    return (1.0,) if any(o > 0.5 for o in space.overlap) else tuple(space.overlap)
+
+
 def _disaggregated(p, demand, space):
-    tpp, ov = np.meshgrid(np.asarray(space.tp_prefill, float), np.asarray(space.overlap, float), indexing="ij")
+    tpp, ov = np.meshgrid(np.asarray(space.tp_prefill, float), np.asarray(searched_overlaps(space), float),
+                          indexing="ij")
     tpp, ov = _cfg(tpp.ravel()), _cfg(ov.ravel())
     full = np.full_like(tpp, 2.0)
     c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill)

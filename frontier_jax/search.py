@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import operating as op
 from .arch import chunked, colocated, disaggregated
@@ -153,10 +154,20 @@ def _disaggregated_unlinked(p: Point, demand: Demand, space):
                 reason_d=_reason(jax.tree.map(lambda x: x[cd], lat0_d), p))
 
 
+def searched_overlaps(space) -> tuple:
+    """Layer-wise overlap only hides transfer time (the exposed transfer is at most the whole one, at every rate),
+    so a prefill instance with it meets the TTFT bound at every rate the one without it does, and never costs more.
+    When the search may use it, the configurations without it are dominated and not evaluated. (A space given as
+    traced arrays, as papers/registry.py builds, is searched as given.)"""
+    concrete = all(isinstance(o, (int, float, np.integer, np.floating)) for o in space.overlap)
+    return (1.0,) if concrete and any(o > 0.5 for o in space.overlap) else tuple(space.overlap)
+
+
 def _disaggregated(p: Point, demand: Demand, space, u: dict):
     """The prefill pool with the link (its configuration search), joined with the link-blind parts `u`."""
     dt = p.sc.q.dtype
-    tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(space.overlap, dt), indexing="ij")
+    tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
+                           indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
     full = jnp.full_like(tpp, 2.0)
     c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill)
