@@ -11,11 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from frontier_jax.search import LINK_ONLY_INPUTS, evaluate_point, evaluate_unlinked
+from frontier_jax.search import LINK_ONLY_INPUTS, SearchSpace, evaluate_point, evaluate_unlinked
 from frontier_jax.sweep import load_spec, run_sweep
 from frontier_jax.sweep.engine import link_block
 from frontier_jax.sweep.grid import layout, make_point_fn
 from frontier_jax.sweep.kernel import EXTRA_COORDS, SweepKernel, make_kernel, outputs_meta, point_inputs
+
+
+# One configuration per choice (with overlap, so the link matters): a small program, compiled quickly.
+SMALL = SearchSpace(tp=(2.0,), chunk=(1024.0,), tp_prefill=(2.0,), tp_decode=(2.0,), overlap=(1.0,))
 
 
 def _spec(axes: dict):
@@ -40,12 +44,12 @@ def test_link_block_is_the_trailing_link_only_axes():
 def test_unlinked_part_ignores_the_link_and_the_price():
     """evaluate_point with the link-blind part of a point at another bandwidth and price is the same point."""
     spec = _spec({"kv_bandwidth": [2e9, 4e11], "price_scale": [0.5, 3.0]})
-    k = make_kernel(spec)
+    k = make_kernel(spec, SMALL)
     pts = make_point_fn(spec)(jnp.arange(spec.size))
     point, demand, price = point_inputs(spec, pts, k.tables)
-    own = jax.jit(jax.vmap(lambda p, d: evaluate_unlinked(p, d)))(point, demand)
+    own = jax.jit(jax.vmap(lambda p, d: evaluate_unlinked(p, d, SMALL)))(point, demand)
     first = jax.tree.map(lambda x: x[(np.arange(spec.size) // 4) * 4], own)  # the block's first point: 2e9, 0.5
-    ev = jax.jit(jax.vmap(lambda p, d, c, u: evaluate_point(p, d, c, unlinked=u)))
+    ev = jax.jit(jax.vmap(lambda p, d, c, u: evaluate_point(p, d, c, SMALL, unlinked=u)))
     a, b = ev(point, demand, price, own), ev(point, demand, price, first)
     for name in a:
         np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
@@ -61,7 +65,7 @@ def test_engine_takes_the_blocked_path(tmp_path):
             calls.append((pts["input_len"].shape, block_pts["input_len"].shape))
             return super().blocked(pts, block_pts, block_of)
 
-    k = Spy(spec, make_kernel(spec).space)
+    k = Spy(spec, SMALL)
     run_sweep(spec, k, outputs_meta(), tmp_path / "o.nc", extra_coords=EXTRA_COORDS, chunk=14, progress=False,
               devices=jax.devices()[:2])
     assert calls == [((7,), (4,))]  # 7 consecutive points touch at most 7 // 3 + 2 blocks of 3
