@@ -714,6 +714,8 @@ class op:  # noqa: N801
     POLISH_STEPS = 2
     POLISH_TOL = 1e-10
     RANGE = 1e-9
+    CONTINUOUS_STEPS = 20
+    UTIL_MAX = 1e-12
 
     def _log_ratio(value, bound):
         ok = (value > 0.0) & (bound > 0.0)
@@ -772,8 +774,52 @@ class op:  # noqa: N801
         x = carry[1]
         return np.where(ok_lo & np.isfinite(hi) & (hi > 0.0), np.exp(x), np.nan)
 
-    def max_rate(fn, upper_fn, args):
-        return op._bisect(fn, upper_fn, args)
+    def _logit(x):
+        return np.log(x) - np.log1p(-x)
+
+    def _chandrupatla(fn, upper_fn, args):
+        hi = upper_fn(args)
+        rate = lambda u: hi / (1.0 + np.exp(-u))  # noqa: E731
+        f = lambda u: fn(rate(u), args)  # noqa: E731
+        zero = np.zeros_like(hi)
+        lo_u, hi_u = zero + op._logit(op.RANGE), zero + op._logit(1.0 - op.UTIL_MAX)
+        f_lo, f_hi = f(lo_u), f(hi_u)  # JAX: one vmapped call over the stacked ends
+
+        def safe(x):
+            return np.where(x != 0.0, x, 1.0)
+
+        def step(carry, _):
+            x1, f1, x2, f2, x3, f3, t = carry
+            xt = x1 + t * (x2 - x1)
+            ft = f(xt)
+            same = (ft > 0.0) == (f1 > 0.0)
+            x3, f3 = np.where(same, x1, x2), np.where(same, f1, f2)
+            x2, f2 = np.where(same, x2, x1), np.where(same, f2, f1)
+            x1, f1 = xt, ft
+            with np.errstate(invalid="ignore"):
+                xi = (x1 - x2) / safe(x3 - x2)
+                phi = (f1 - f2) / safe(f3 - f2)
+                iqi = (phi**2 < xi) & ((1.0 - phi) ** 2 < 1.0 - xi) & np.isfinite(f1) & np.isfinite(f2) & \
+                    np.isfinite(f3)
+                t_iqi = (f1 / safe(f2 - f1) * f3 / safe(f2 - f3)
+                         + (x3 - x1) / safe(x2 - x1) * f1 / safe(f3 - f1) * f2 / safe(f3 - f2))
+            tlim = np.minimum(1e-14 * (1.0 + np.abs(x1)) / safe(np.abs(x2 - x1)), 0.5)
+            t = np.clip(np.where(iqi, t_iqi, 0.5), tlim, 1.0 - tlim)
+            return (x1, f1, x2, f2, x3, f3, t), None
+
+        carry = (lo_u, f_lo, hi_u, f_hi, hi_u, f_hi, zero + 0.5)
+        for _ in range(op.CONTINUOUS_STEPS):
+            carry, _ = step(carry, None)
+        x1, f1, x2, f2 = carry[:4]
+        ok1, ok2 = f1 <= op.POLISH_TOL, f2 <= op.POLISH_TOL
+        x = np.where(ok1 & ok2, np.maximum(x1, x2), np.where(ok1, x1, x2))
+        return np.where((f_lo <= 0.0) & np.isfinite(hi) & (hi > 0.0), rate(x), np.nan)
+
+    def _max_rate(fn, upper_fn, continuous, args):
+        return (op._chandrupatla if continuous else op._bisect)(fn, upper_fn, args)
+
+    def max_rate(fn, upper_fn, args, continuous=False):
+        return op._max_rate(fn, upper_fn, continuous, args)
 
 
 # ============================================================== frontier_jax/search.py (axis 1 = configurations)
@@ -895,8 +941,8 @@ def _chunked(p, demand, space):
     return _colocated_like(p, demand, chunked.latency, _chunk_fn, _chunk_upper, (tp, ch), tp, ch)
 
 
-def _pool(p, demand, fn, upper, cfg_args, gpus, pin):
-    lam = op.max_rate(fn, upper, (p,) + cfg_args)
+def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
+    lam = op.max_rate(fn, upper, (p,) + cfg_args, continuous)
     per_rate, n, lam_op, ok = _size(demand, lam, gpus, pin)
     return np.where(ok, per_rate, np.nan), n, lam_op, lam
 
@@ -910,11 +956,12 @@ def _disaggregated(p, demand, space):
                           indexing="ij")
     tpp, ov = _cfg(tpp.ravel()), _cfg(ov.ravel())
     full = np.full_like(tpp, 2.0)
-    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill)
+    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill,
+                                      continuous=True)
     tpp_inf = _cfg(space.tp_prefill)
     zero = np.zeros_like(tpp_inf)
     c_inf, n_inf, _, lam_inf = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf,
-                                     demand.n_prefill)
+                                     demand.n_prefill, continuous=True)
     tpd = _cfg(space.tp_decode)
     c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
 
@@ -923,7 +970,7 @@ def _disaggregated(p, demand, space):
     idd, best_d, (g_d, nd_i, lamop_di, lam_di) = _pick(c_d, tpd, n_d, lamop_d, lam_d)
     # The indirect tax: the chosen prefill configuration (g_p, o_p: one configuration each) with link = 1.
     c_nl, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (g_p, o_p, np.ones((1, 1, 1))), g_p,
-                          demand.n_prefill)
+                          demand.n_prefill, continuous=True)
     best_nl = np.where(np.isnan(c_nl), np.inf, c_nl)
 
     lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)

@@ -130,8 +130,8 @@ def _chunked(p, demand, space):
     return _colocated_like(p, demand, chunked.latency, _chunk_fn, _chunk_upper, (tp, ch), tp, ch)
 
 
-def _pool(p, demand, fn, upper, cfg_args, gpus, pin):
-    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a))(cfg_args)
+def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
+    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a, continuous))(cfg_args)
     per_rate, n, lam_op, ok = _size(demand, lam, gpus, pin)
     return jnp.where(ok, per_rate, jnp.nan), n, lam_op, lam
 
@@ -142,7 +142,8 @@ def _disaggregated_unlinked(p: Point, demand: Demand, space):
     dt = p.sc.q.dtype
     tpp_inf = jnp.asarray(space.tp_prefill, dt)
     zero = jnp.zeros_like(tpp_inf)
-    c_inf, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf, demand.n_prefill)
+    c_inf, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf, demand.n_prefill,
+                          continuous=True)
     tpd = jnp.asarray(space.tp_decode, dt)
     c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
     _, best_inf, _ = _pick(c_inf)
@@ -170,12 +171,13 @@ def _disaggregated(p: Point, demand: Demand, space, u: dict):
                            indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
     full = jnp.full_like(tpp, 2.0)
-    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill)
+    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill,
+                                      continuous=True)
     _, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
     best_inf, best_d, g_d, nd_i, lam_di = u["best_inf"], u["best_d"], u["g_d"], u["nd_i"], u["lam_di"]
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     c_nl, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (g_p[None], o_p[None], jnp.ones((1,), dt)),
-                          g_p[None], demand.n_prefill)
+                          g_p[None], demand.n_prefill, continuous=True)
     best_nl = jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0])
 
     lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)
