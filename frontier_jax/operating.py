@@ -46,10 +46,10 @@ def _bisect(fn, upper_fn, args):
     both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise."""
     hi = upper_fn(args)
     lo = hi * RANGE
-    f_ends = jax.vmap(lambda r: fn(r, args))(jnp.stack([lo, hi]))  # one traced copy of fn for both ends
-    f_lo, f_hi = f_ends[0], f_ends[1]
+    f_lo = fn(lo, args)
     ok_lo = f_lo <= 0.0
     x_lo, x_hi = jnp.log(lo), jnp.log(hi)
+    f_hi = fn(hi, args)
 
     def step(carry, _):
         a, fa, b, fb, side = carry

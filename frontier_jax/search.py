@@ -104,22 +104,12 @@ def _pick(cost, *arrays):
     return i, c[i], tuple(a[i] for a in arrays)
 
 
-def _latencies(lat_fn, cfg_args, rates, rates_zero):
-    """lat_fn over the configurations at two sets of rates, evaluated as one vmap over both (one traced copy)."""
-    k = rates.shape[0]
-    both = jax.vmap(lat_fn)(jax.tree.map(lambda x: jnp.concatenate([x, x]), cfg_args),
-                            jnp.concatenate([rates, rates_zero]))
-    return jax.tree.map(lambda x: x[:k], both), jax.tree.map(lambda x: x[k:], both)
-
-
 def _colocated_like(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps, chunk_of_cfg):
     lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a))(cfg_args)
     per_rate, n, lam_op, ok = _size(demand, lam, tps, demand.n_prefill * 0.0)
     cost = jnp.where(ok, per_rate, jnp.nan)
-    # the latencies at the operating point and at vanishing load (for the reason code), in one vmapped call: one
-    # traced copy of the latency model instead of two
-    lat_op, lat_zero = _latencies(lambda a, l: lat_fn(p, *a, l), cfg_args, jnp.where(ok, lam_op, lam),
-                                  jax.vmap(lambda a: upper((p,) + a))(cfg_args) * op.RANGE)
+    lat_op = jax.vmap(lambda a, l: lat_fn(p, *a, l))(cfg_args, jnp.where(ok, lam_op, lam))
+    lat_zero = jax.vmap(lambda a: lat_fn(p, *a, upper((p,) + a) * op.RANGE))(cfg_args)
     i, best, (tp, ch, n_i, lam_i) = _pick(cost, tps, chunk_of_cfg, n, lam)
     closest = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat_zero))
     lat_i = jax.tree.map(lambda x: x[i], lat_op)
@@ -181,7 +171,6 @@ def _disaggregated(p: Point, demand: Demand, space, u: dict):
                            indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
     full = jnp.full_like(tpp, 2.0)
-    zero_p = jax.vmap(lambda a, b, c: _prefill_upper((p, a, b, c)))(tpp, ov, full) * op.RANGE
     c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill,
                                       continuous=True)
     _, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
@@ -191,15 +180,13 @@ def _disaggregated(p: Point, demand: Demand, space, u: dict):
                           g_p[None], demand.n_prefill, continuous=True)
     best_nl = jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0])
 
-    # the chosen configuration at its operating point and every configuration at vanishing load, in one call
-    lat_all = jax.vmap(lambda a, b, c, l: disaggregated.prefill_latency(p, a, b, c, l))(
-        jnp.concatenate([g_p[None], tpp]), jnp.concatenate([o_p[None], ov]), jnp.concatenate([full[:1], full]),
-        jnp.concatenate([lamop_pi[None], zero_p]))
-    lat_p, lat0_p = jax.tree.map(lambda x: x[0], lat_all), jax.tree.map(lambda x: x[1:], lat_all)
+    lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)
     fluid = jnp.isnan(demand.rate)
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
     n_dec = jnp.where(fluid, lam_pi / lam_di, nd_i)
     gpus = np_i * g_p + n_dec * g_d
+    lat0_p = jax.vmap(lambda a, b, c: disaggregated.prefill_latency(p, a, b, c, _prefill_upper((p, a, b, c)) * op.RANGE))(
+        tpp, ov, full)
     cp = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_p))
     reason = jnp.where(jnp.isfinite(best_p), jnp.where(jnp.isfinite(best_d), 0, u["reason_d"]),
                        _reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
