@@ -37,9 +37,9 @@ tpot = 0.05
 hardware = { values = ["a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm"] }
 input_len = { logspace = [128, 16384, 32] }
 output_len = { logspace = [16, 2048, 32] }
-kv_bandwidth = { logspace = [1e9, 4e11, 4] }
+kv_bandwidth = { logspace = [1e9, 4e11, 12] }
 """
-SIZE = 3 * 32 * 32 * 4
+SIZE = 3 * 32 * 32 * 12  # ~10 s of sweep on 2 cores: the signal lands well before the end
 CHUNK = 256
 N_CHUNKS = -(-SIZE // CHUNK)
 SIGNAL_AT = SIZE // 4          # points done (per the progress bar) before the signal is sent
