@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import ndtri  # scipy is a dependency of jax, so it is always installed with the package
+from scipy.special import ndtri as _scipy_ndtri  # scipy is a dependency of jax, so it is always installed with the package
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -382,15 +382,17 @@ class qu:
         nodes = mean * np.exp(sigma * x - 0.5 * sigma**2)  # JAX: mean[..., None], sigma[..., None]
         return nodes, qu._GH_W
 
-    def lognormal_quantile(mean, cv, q):
+    def ndtri(p):
+        return _scipy_ndtri(p)
+
+    def lognormal_quantile(mean, cv, z):
         sigma = qu._log_sigma(cv)
-        return mean * np.exp(sigma * ndtri(q) - 0.5 * sigma**2)
+        return mean * np.exp(sigma * z - 0.5 * sigma**2)
 
     def expect(values, weights):
         return np.sum(values * weights, axis=-1, keepdims=True)
 
-    def cornish_fisher(mean, var, skew, q, mean_mode, floor):
-        z = ndtri(q)
+    def cornish_fisher(mean, var, skew, z, mean_mode, floor):
         quant = mean + np.sqrt(np.maximum(var, 0.0)) * (z + (z**2 - 1.0) * skew / 6.0)
         return np.where(mean_mode, mean, np.maximum(quant, np.minimum(floor, mean)))
 
@@ -508,8 +510,10 @@ class c:  # noqa: N801  (the JAX code imports arch/common.py as `c`)
             out.append(np.where(den > 0.0, b, np.inf))
         return np.maximum(*out)
 
-    def batch_quantile(b, q, mean_mode):
-        z = ndtri(q)
+    def normal_z(sc):
+        return qu.ndtri(sc.q)  # the JAX model caches it per point (Scenario.z); the reference recomputes it
+
+    def batch_quantile(b, z, mean_mode):
         return np.where(mean_mode, b + 1.0, b + 1.0 + z * np.sqrt(b))
 
     def batch_variance_over_lifetime(b):
@@ -526,7 +530,7 @@ class c:  # noqa: N801  (the JAX code imports arch/common.py as `c`)
             return lat.mixed_seconds(p.hw, p.model, p.eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, p.sc.fp8)
 
         s = service(nodes)
-        s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, p.sc.q))
+        s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, c.normal_z(p.sc)))
         return s, w, s_q
 
 
@@ -553,13 +557,13 @@ class colocated:  # noqa: N801
                + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
         mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
         skew = mu3 / np.maximum(var, 1e-300) ** 1.5
-        tpot = np.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode,
+        tpot = np.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, c.normal_z(sc), sc.mean_mode,
                                                       c.affine_time(br, 1.0)), np.inf)
         busy = 1.0 - np.exp(-b)
         ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,
                           extra_mgf=lambda th: busy * qu.uniform_mgf(th, step) + 1.0 - busy,
                           extra_quantile=busy * sc.q * step, arrival_ca2=sc.arrival_ca2)
-        return Latency(ttft, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
+        return Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
 
     def rate_upper(p, tp):
         s, w, _ = c.prefill_nodes(p, tp)
@@ -626,13 +630,13 @@ class chunked:  # noqa: N801
         batch_var = slope**2 * c.batch_variance_over_lifetime(b)
         var = (delta / (n * k)) ** 2 * window * new2 + batch_var
         skew = (delta / (n * k)) ** 3 * window * new3 / np.maximum(var, 1e-300) ** 1.5
-        cap = t_mix + slope * np.where(sc.mean_mode, 0.0, ndtri(sc.q) * np.sqrt(2.0 / 3.0 * b))
+        cap = t_mix + slope * np.where(sc.mean_mode, 0.0, c.normal_z(sc) * np.sqrt(2.0 / 3.0 * b))
         floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
-        tpot = np.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode, floor), np.maximum(cap, mean))
+        tpot = np.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), np.maximum(cap, mean))
 
         nodes, w = qu.length_nodes(new, sc.input_cv)
         service = nodes / k * t_mix
-        own_q = np.ceil(qu.lognormal_quantile(new, sc.input_cv, sc.q) / k) * t_mix
+        own_q = np.ceil(qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc)) / k) * t_mix
         busy = 1.0 - np.exp(-b)
         roundup = (np.ceil(nodes / k) - nodes / k) * t_mix
         ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
@@ -640,7 +644,7 @@ class chunked:  # noqa: N801
                           extra_mgf=lambda th: (busy * qu.uniform_mgf(th, t_plain) + 1.0 - busy) * qu.mgf(th, roundup, w),
                           extra_quantile=busy * sc.q * t_plain, arrival_ca2=sc.arrival_ca2)
         extra = lam * (new / k) * delta
-        return Latency(ttft, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), extra)
+        return Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), extra)
 
     def rate_upper(p, tp, chunk):
         sc = p.sc
@@ -666,7 +670,7 @@ class disaggregated:  # noqa: N801
         sc = p.sc
         s, w, s_q = c.prefill_nodes(p, tp)
         nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
-        iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, sc.q)
+        iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
         on = np.where(link > 0.5, 1.0, 0.0)
         x = on * disaggregated.exposed_transfer(disaggregated.transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
         x_q = on * disaggregated.exposed_transfer(disaggregated.transfer_nodes(p, tp, iq), s_q, p.model.layers,
@@ -698,9 +702,9 @@ class disaggregated:  # noqa: N801
         b = c.batch_fixed_point(br, lam * n)
         mean = c.affine_time(br, 1.0 + b)
         var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
-        tpot = qu.cornish_fisher(mean, var, np.zeros_like(mean), sc.q, sc.mean_mode, c.affine_time(br, 1.0))
+        tpot = qu.cornish_fisher(mean, var, np.zeros_like(mean), c.normal_z(sc), sc.mean_mode, c.affine_time(br, 1.0))
         zero = np.zeros_like(b)
-        return Latency(zero, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
+        return Latency(zero, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
 
     def decode_rate_upper(p, tp):
         ctx = c.mean_context(p.sc)
@@ -716,6 +720,9 @@ class op:  # noqa: N801
     RANGE = 1e-9
     CONTINUOUS_STEPS = 20
     UTIL_MAX = 1e-12
+
+    def batched_zeros(x, dtype=None):
+        return np.zeros_like(x, dtype=dtype)  # (batched only matters to vmap's tracing)
 
     def _log_ratio(value, bound):
         ok = (value > 0.0) & (bound > 0.0)
@@ -755,7 +762,7 @@ class op:  # noqa: N801
             side_new = np.where(good, 1, -1).astype(np.int32)
             return (np.where(good, x, a), fa_new, np.where(good, b, x), fb_new, side_new), None
 
-        carry = (x_lo, f_lo, x_hi, f_hi, np.zeros_like(f_lo, dtype=np.int32))
+        carry = (x_lo, f_lo, x_hi, f_hi, op.batched_zeros(f_lo, np.int32))
         for _ in range(op.BISECTION_STEPS):
             carry, _ = step(carry, None)
         a, _, b, _, _ = carry
@@ -781,7 +788,7 @@ class op:  # noqa: N801
         hi = upper_fn(args)
         rate = lambda u: hi / (1.0 + np.exp(-u))  # noqa: E731
         f = lambda u: fn(rate(u), args)  # noqa: E731
-        zero = np.zeros_like(hi)
+        zero = op.batched_zeros(hi)
         lo_u, hi_u = zero + op._logit(op.RANGE), zero + op._logit(1.0 - op.UTIL_MAX)
         f_lo, f_hi = f(lo_u), f(hi_u)  # JAX: one vmapped call over the stacked ends
 

@@ -6,6 +6,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from . import queueing as qu
 from .arch.common import Point, Scenario
 from .calibration import ENGINES, Efficiency, load_efficiency
 from .catalog import load_hardware, load_model
@@ -126,7 +127,7 @@ def assemble(hw, md, eff, v):
     scale = v["slo_scale"]
     sc = Scenario(v["input_len"], v["output_len"], v["input_cv"], v["output_cv"], v["ttft"] * scale,
                   v["tpot"] * scale, v["q"], v["mean_mode"], v["arrival_ca2"], v["kv_bandwidth"], v["cache_hit"],
-                  v["fp8"])
+                  v["fp8"], qu.ndtri(v["q"]))
     hw = hw._replace(hbm_bandwidth=hw.hbm_bandwidth * v["hbm_bandwidth_scale"],
                      bf16_flops=hw.bf16_flops * v["flops_scale"], fp8_flops=hw.fp8_flops * v["flops_scale"])
     demand = Demand(v["rate"], v["total_gpus"], v["n_prefill"], v["n_decode"])

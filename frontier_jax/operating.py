@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from .arch.common import Latency, Scenario
+from .tracing import scan
 
 BISECTION_STEPS = 30
 POLISH_STEPS = 2
@@ -20,6 +21,14 @@ POLISH_TOL = 1e-10  # a log-ratio violation this small counts as meeting the bou
 RANGE = 1e-9  # search rates in [RANGE * upper, upper]
 CONTINUOUS_STEPS = 20  # Chandrupatla steps: none of 4,341 random prefill roots falls short of the Illinois root from 20 on
 UTIL_MAX = 1e-12  # the continuous solver's bracket ends at utilisation 1 - UTIL_MAX (float32: 16 eps, see below)
+
+
+def batched_zeros(x, dtype=None):
+    """Zeros like x that vmap sees as batched wherever x is. Under vmap jnp.zeros_like(x) is an unbatched constant,
+    and a scan whose carry starts unbatched but comes out batched makes vmap batch the loop body twice (its
+    fixpoint on which carries are batched): at every nesting level of scans and vmaps, so the trace time grows
+    geometrically. The select is folded away by XLA."""
+    return jnp.where(jnp.isnan(x), 0, 0).astype(x.dtype if dtype is None else dtype)
 
 
 def _log_ratio(value, bound):
@@ -65,8 +74,8 @@ def _bisect(fn, upper_fn, args):
         side_new = jnp.where(good, 1, -1).astype(jnp.int32)
         return (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, side_new), None
 
-    init = (x_lo, f_lo, x_hi, f_hi, jnp.zeros_like(f_lo, dtype=jnp.int32))
-    (a, _, b, _, _), _ = jax.lax.scan(step, init, None, length=BISECTION_STEPS)
+    init = (x_lo, f_lo, x_hi, f_hi, batched_zeros(f_lo, jnp.int32))
+    (a, _, b, _, _), _ = scan(step, init, BISECTION_STEPS)
 
     def polish(carry, _):
         # Newton on the active constraint, kept inside the final bracket. Each step evaluates f where it stands and
@@ -79,7 +88,7 @@ def _bisect(fn, upper_fn, args):
         new = jnp.clip(x - fx / jnp.where(ok, dfx, 1.0), a, b)
         return (jnp.where(ok, new, x), best), None
 
-    (_, x), _ = jax.lax.scan(polish, (a, a), None, length=POLISH_STEPS + 1)
+    (_, x), _ = scan(polish, (a, a), POLISH_STEPS + 1)
     return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), jnp.exp(x), jnp.nan)
 
 
@@ -97,7 +106,7 @@ def _chandrupatla(fn, upper_fn, args):
     hi = upper_fn(args)
     rate = lambda u: hi / (1.0 + jnp.exp(-u))  # noqa: E731
     f = lambda u: fn(rate(u), args)  # noqa: E731
-    zero = jnp.zeros_like(hi)
+    zero = batched_zeros(hi)
     util_max = max(UTIL_MAX, 16.0 * float(jnp.finfo(hi.dtype).eps))  # 1 - util_max must round below 1
     lo_u, hi_u = zero + _logit(RANGE), zero + _logit(1.0 - util_max)
     f_ends = jax.vmap(f)(jnp.stack([lo_u, hi_u]))  # one traced copy of the constraint for both ends
@@ -125,7 +134,7 @@ def _chandrupatla(fn, upper_fn, args):
         return (x1, f1, x2, f2, x3, f3, t), None
 
     init = (lo_u, f_lo, hi_u, f_hi, hi_u, f_hi, zero + 0.5)
-    (x1, f1, x2, f2, _, _, _), _ = jax.lax.scan(step, init, None, length=CONTINUOUS_STEPS)
+    (x1, f1, x2, f2, _, _, _), _ = scan(step, init, CONTINUOUS_STEPS)
     # the largest point that meets the bound (to POLISH_TOL); with no sign change (f <= 0 up to the logit's end) x2
     # is still the upper end and f2 <= 0
     ok1, ok2 = f1 <= POLISH_TOL, f2 <= POLISH_TOL

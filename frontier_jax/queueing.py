@@ -13,7 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtri
+
+from .tracing import scan
 
 N_NODES = 5
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(N_NODES)
@@ -21,6 +22,54 @@ _GH_W = _GH_W / _GH_W.sum()
 _NEWTON_STEPS = 5  # from the heavy-traffic upper bound, Newton on the convex h has converged by then
 _MAX_EXPONENT = 60.0
 BURST_FLOOR = 1e-6
+
+
+# Cephes ndtri (the rational approximations jax.scipy.special.ndtri uses), numerators P and denominators Q,
+# highest power first: central region p > exp(-2), then tails with z = sqrt(-2 log p) below and above 8.
+_NDTRI_P0 = (-5.99633501014107895267E1, 9.80010754185999661536E1, -5.66762857469070293439E1,
+             1.39312609387279679503E1, -1.23916583867381258016E0)
+_NDTRI_Q0 = (1.0, 1.95448858338141759834E0, 4.67627912898881538453E0, 8.63602421390890590575E1,
+             -2.25462687854119370527E2, 2.00260212380060660359E2, -8.20372256168333339912E1,
+             1.59056225126211695515E1, -1.18331621121330003142E0)
+_NDTRI_P1 = (4.05544892305962419923E0, 3.15251094599893866154E1, 5.71628192246421288162E1,
+             4.40805073893200834700E1, 1.46849561928858024014E1, 2.18663306850790267539E0,
+             -1.40256079171354495875E-1, -3.50424626827848203418E-2, -8.57456785154685413611E-4)
+_NDTRI_Q1 = (1.0, 1.57799883256466749731E1, 4.53907635128879210584E1, 4.13172038254672030440E1,
+             1.50425385692907503408E1, 2.50464946208309415979E0, -1.42182922854787788574E-1,
+             -3.80806407691578277194E-2, -9.33259480895457427372E-4)
+_NDTRI_P2 = (3.23774891776946035970E0, 6.91522889068984211695E0, 3.93881025292474443415E0,
+             1.33303460815807542389E0, 2.01485389549179081538E-1, 1.23716634817820021358E-2,
+             3.01581553508235416007E-4, 2.65806974686737550832E-6, 6.23974539184983293730E-9)
+_NDTRI_Q2 = (1.0, 6.02427039364742014255E0, 3.67983563856160859403E0, 1.37702099489081330271E0,
+             2.16236993594496635890E-1, 1.34204006088543189037E-2, 3.28014464682127739104E-4,
+             2.89247864745380683936E-6, 6.79019408009981274425E-9)
+
+
+def ndtri(p):
+    """Standard normal quantile, the same arithmetic as jax.scipy.special.ndtri (Cephes) but with the polynomials
+    written out: jax evaluates them with jnp.polyval, a scan, and every scan under vmap is traced again at each
+    batching level. The model calls this in every latency evaluation, inside the rate solvers' loops."""
+    def horner(coeffs, x):
+        y = jnp.full_like(x, coeffs[0])
+        for c in coeffs[1:]:
+            y = y * x + c
+        return y
+
+    p = jnp.asarray(p)
+    dt = p.dtype.type
+    mcp = jnp.where(p > dt(-np.expm1(-2.0)), dt(1.0) - p, p)
+    mcp = jnp.where(mcp == dt(0.0), dt(0.5), mcp)  # any value that keeps the unused branches finite
+    w = mcp - dt(0.5)
+    ww = w * w
+    x_big = (w + w * ww * (horner(_NDTRI_P0, ww) / horner(_NDTRI_Q0, ww))) * -dt(np.sqrt(2.0 * np.pi))
+    z = jnp.sqrt(dt(-2.0) * jnp.log(mcp))
+    first = z - jnp.log(z) / z
+    iz = 1 / z
+    x_small = first - horner(_NDTRI_P2, iz) / horner(_NDTRI_Q2, iz) / z
+    x_mid = first - horner(_NDTRI_P1, iz) / horner(_NDTRI_Q1, iz) / z
+    x = jnp.where(mcp > dt(np.exp(-2.0)), x_big, jnp.where(z >= dt(8.0), x_small, x_mid))
+    x = jnp.where(p > dt(1.0 - np.exp(-2.0)), x, -x)
+    return jnp.where(p == dt(0.0), -jnp.inf, jnp.where(p == dt(1.0), jnp.inf, x)).astype(p.dtype)
 
 
 def _log_sigma(cv):
@@ -45,21 +94,20 @@ def length_nodes(mean, cv):
     return nodes, jnp.asarray(_GH_W, dtype=mean.dtype)
 
 
-def lognormal_quantile(mean, cv, q):
-    """q-quantile of a lognormal length; exactly the mean when cv = 0."""
+def lognormal_quantile(mean, cv, z):
+    """Quantile of a lognormal length at standard normal quantile z = ndtri(q); exactly the mean when cv = 0."""
     sigma = _log_sigma(cv)
-    return mean * jnp.exp(sigma * ndtri(q) - 0.5 * sigma**2)
+    return mean * jnp.exp(sigma * z - 0.5 * sigma**2)
 
 
 def expect(values, weights):
     return jnp.sum(values * weights, axis=-1)
 
 
-def cornish_fisher(mean, var, skew, q, mean_mode, floor):
-    """q-quantile of a nearly normal quantity from its first three moments (first-order Cornish-Fisher), never
+def cornish_fisher(mean, var, skew, z, mean_mode, floor):
+    """Quantile (z = ndtri(q)) of a nearly normal quantity from its first three moments (first-order Cornish-Fisher), never
     below `floor` (the quantity's least possible value: for TPOT, a decode step with a batch of one). A low
     quantile of a skewed quantity can fall below it, or below 0, in the first-order expansion."""
-    z = ndtri(q)
     quant = mean + jnp.sqrt(jnp.maximum(var, 0.0)) * (z + (z**2 - 1.0) * skew / 6.0)
     return jnp.where(mean_mode, mean, jnp.maximum(quant, jnp.minimum(floor, mean)))
 
@@ -82,7 +130,7 @@ def decay_rate(lam, service, weights):
         dh = expect(s * (em1 + 1.0), weights) / m1 - 1.0 / x
         return jnp.clip(x - h / dh, 1e-9, x_max), None
 
-    x, _ = jax.lax.scan(step, x, None, length=_NEWTON_STEPS)
+    x, _ = scan(step, x, _NEWTON_STEPS)
     return jnp.where(rho < 1.0, x / es, 0.0)
 
 

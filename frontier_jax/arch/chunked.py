@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtri
 
 from .. import latency as lat
 from .. import queueing as qu
+from ..tracing import scan
 from . import common as c
 
 _FIXED_POINT_STEPS = 6
@@ -59,7 +59,7 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
         return jnp.clip(b + step, 0.0, chunk), None
 
     b0 = c.batch_fixed_point(c.decode_affine(p, tp, ctx), lam * n)  # warm start: decode with no prompt work
-    b, _ = jax.lax.scan(newton, jnp.clip(b0, 0.0, chunk), None, length=_FIXED_POINT_STEPS)
+    b, _ = scan(newton, jnp.clip(b0, 0.0, chunk), _FIXED_POINT_STEPS)
     converged = jnp.abs(gap(b)) <= 1e-6 * (1.0 + b)
     b = jnp.where(converged & (b < chunk - 1.0), b, jnp.inf)
     mean, sojourn_mean, k, t_mix, t_plain, rho = state(b)
@@ -71,14 +71,14 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
     batch_var = slope**2 * c.batch_variance_over_lifetime(b)
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
     skew = (delta / (n * k)) ** 3 * window * new3 / jnp.maximum(var, 1e-300) ** 1.5
-    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, ndtri(sc.q) * jnp.sqrt(2.0 / 3.0 * b))
+    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * jnp.sqrt(2.0 / 3.0 * b))
     floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
-    tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, sc.q, sc.mean_mode, floor), jnp.maximum(cap, mean))
+    tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
 
     # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations; its own prompt takes ceil(I/k).
     nodes, w = qu.length_nodes(new, sc.input_cv)
     service = nodes / k * t_mix
-    own_q = jnp.ceil(qu.lognormal_quantile(new, sc.input_cv, sc.q) / k) * t_mix
+    own_q = jnp.ceil(qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc)) / k) * t_mix
     busy = 1.0 - jnp.exp(-b)
     roundup = (jnp.ceil(nodes / k) - nodes / k) * t_mix
     ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
@@ -86,7 +86,7 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
                       extra_mgf=lambda th: (busy * qu.uniform_mgf(th, t_plain) + 1.0 - busy) * qu.mgf(th, roundup, w),
                       extra_quantile=busy * sc.q * t_plain, arrival_ca2=sc.arrival_ca2)
     extra = lam * (new / k) * delta
-    return c.Latency(ttft, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), extra)
+    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), extra)
 
 
 def rate_upper(p: c.Point, tp, chunk):

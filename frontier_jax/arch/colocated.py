@@ -35,14 +35,14 @@ def latency(p: c.Point, tp, lam) -> c.Latency:
            + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
     mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
     skew = mu3 / jnp.maximum(var, 1e-300) ** 1.5
-    tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, sc.q, sc.mean_mode,
+    tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, c.normal_z(sc), sc.mean_mode,
                                                        c.affine_time(br, 1.0)), jnp.inf)
     # TTFT: M/G/1 prefill queue with decode iterations as vacations (residual uniform on [0, step]).
     busy = 1.0 - jnp.exp(-b)
     ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,
                       extra_mgf=lambda th: busy * qu.uniform_mgf(th, step) + 1.0 - busy,
                       extra_quantile=busy * sc.q * step, arrival_ca2=sc.arrival_ca2)
-    return c.Latency(ttft, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
+    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
 
 
 def rate_upper(p: c.Point, tp):

@@ -5,7 +5,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtri
 
 from .. import latency as lat
 from .. import queueing as qu
@@ -28,6 +27,7 @@ class Scenario(NamedTuple):
     kv_bandwidth: jax.Array  # B/s per prefill GPU
     cache_hit: jax.Array     # fraction of prompt tokens served from a prefix KV cache
     fp8: jax.Array           # 1: FP8 weights, KV and tensor cores
+    z: jax.Array | None = None  # ndtri(q), set once per point by inputs.assemble (None: computed where used)
 
 
 class Point(NamedTuple):
@@ -99,9 +99,15 @@ def batch_fixed_point(branches, arrivals_per_step, constant=0.0):
     return jnp.maximum(*out)
 
 
-def batch_quantile(b, q, mean_mode):
-    """Instantaneous q-quantile of the batch (Poisson occupancy, normal approximation) plus the tagged request."""
-    z = ndtri(q)
+def normal_z(sc: Scenario):
+    """The standard normal quantile of the contract percentile. The latency model needs it in every evaluation, inside
+    the rate solvers' loops; computed once per point (Scenario.z) it is not traced again at each use."""
+    return qu.ndtri(sc.q) if sc.z is None else sc.z
+
+
+def batch_quantile(b, z, mean_mode):
+    """Instantaneous quantile of the batch (Poisson occupancy, normal approximation, z = ndtri(q)) plus the tagged
+    request."""
     return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b))
 
 
@@ -124,5 +130,5 @@ def prefill_nodes(p: Point, tp):
         return lat.mixed_seconds(p.hw, p.model, p.eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, p.sc.fp8)
 
     s = service(nodes)
-    s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, p.sc.q))
+    s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, normal_z(p.sc)))
     return s, w, s_q

@@ -31,7 +31,7 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
     sc = p.sc
     s, w, s_q = c.prefill_nodes(p, tp)
     nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
-    iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, sc.q)
+    iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
     on = jnp.where(link > 0.5, 1.0, 0.0)
     x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
     x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
@@ -66,9 +66,9 @@ def decode_latency(p: c.Point, tp, lam) -> c.Latency:
     b = c.batch_fixed_point(br, lam * n)
     mean = c.affine_time(br, 1.0 + b)
     var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
-    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), sc.q, sc.mean_mode, c.affine_time(br, 1.0))
+    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), c.normal_z(sc), sc.mean_mode, c.affine_time(br, 1.0))
     zero = jnp.zeros_like(b)
-    return c.Latency(zero, tpot, b, c.batch_quantile(b, sc.q, sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
+    return c.Latency(zero, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
 
 
 def decode_rate_upper(p: c.Point, tp):

@@ -23,6 +23,7 @@ from frontier_jax.io import netcdf
 from frontier_jax.io.netcdf import ExtraCoords, VarMeta
 from frontier_jax.sweep.grid import Layout, decode_points, index_dtype, layout, point_arrays
 from frontier_jax.sweep.spec import SweepSpec
+from frontier_jax.tracing import inline_jnp
 
 Kernel = Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
 AXIS = "points"
@@ -70,11 +71,12 @@ def _eval_chunk(start: jax.Array, arrays: dict[str, jax.Array], *, kernel: Kerne
         first = start + jax.lax.axis_index(AXIS).astype(start.dtype) * per_dev
         idx = jnp.minimum(first + jnp.arange(per_dev, dtype=start.dtype), lay.size - 1)
         pts = decode_points(lay, arrays, idx)
-        if block == 1:
-            return kernel(pts)
-        b0 = idx[0] // block
-        heads = jnp.minimum((b0 + jnp.arange(n_blocks, dtype=idx.dtype)) * block, lay.size - 1)
-        return kernel.blocked(pts, decode_points(lay, arrays, heads), idx // block - b0)
+        with inline_jnp():  # the same program, traced ~2x faster (frontier_jax/tracing.py)
+            if block == 1:
+                return kernel(pts)
+            b0 = idx[0] // block
+            heads = jnp.minimum((b0 + jnp.arange(n_blocks, dtype=idx.dtype)) * block, lay.size - 1)
+            return kernel.blocked(pts, decode_points(lay, arrays, heads), idx // block - b0)
 
     return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()), out_specs=P(AXIS), check_vma=False)(start, arrays)
 

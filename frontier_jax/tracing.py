@@ -1,0 +1,37 @@
+"""Tracing the model cheaply: jnp functions inlined as primitives, and scans that stay loops.
+
+Every jnp function and array operator (`x * y` on a tracer is `jnp.multiply`) is a `jax.jit`-wrapped Python
+function. Traced inside a program, each call walks jit's Python path (argument inference, a cache lookup, a
+nested jaxpr that is then inlined) before it binds its one or two primitives. The chunk program of a sweep makes
+about 27,000 such calls, and vmap batches the scan bodies again at each nesting level, so tracing it took ~20 s
+(docs/performance.md). Under `jax.disable_jit()` a jitted function is called as plain Python, which binds the
+same primitives directly: the same jaxpr, made faster.
+
+`jax.lax.scan` under `disable_jit` is unrolled into a Python loop, so the model's loops use `scan` below, which
+re-enables jit for the scan itself and disables it again inside the body.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import jax
+
+
+@contextmanager
+def inline_jnp():
+    """Trace what runs inside with jnp functions bound as primitives (see the module docstring). Only for code
+    being traced: eager code inside it runs one primitive at a time."""
+    with jax.disable_jit():
+        yield
+
+
+def scan(body: Callable[[Any, Any], tuple[Any, Any]], init: Any, length: int) -> tuple[Any, Any]:
+    """`jax.lax.scan(body, init, None, length=length)`, a loop also inside `inline_jnp`, its body traced inline."""
+    def inlined(carry, x):
+        with jax.disable_jit():
+            return body(carry, x)
+
+    with jax.disable_jit(False):
+        return jax.lax.scan(inlined, init, None, length=length)
