@@ -43,7 +43,7 @@ FLAGS = {
 
 @partial(jax.jit, static_argnames=("space",))
 def _kernel(point, demand, price, space):
-    with inline_jnp():  # traced faster, the same program (frontier_jax/tracing.py)
+    with inline_jnp():  # the same program, traced faster (frontier_jax/tracing.py)
         return jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(point, demand, price)
 
 

@@ -2,10 +2,10 @@
 
 Every jnp function and array operator (`x * y` on a tracer is `jnp.multiply`) is a `jax.jit`-wrapped Python
 function. Traced inside a program, each call walks jit's Python path (argument inference, a cache lookup, a
-nested jaxpr that is then inlined) before it binds its one or two primitives. The chunk program of a sweep makes
-about 27,000 such calls, and vmap batches the scan bodies again at each nesting level, so tracing it took ~20 s
-(docs/performance.md). Under `jax.disable_jit()` a jitted function is called as plain Python, which binds the
-same primitives directly: the same jaxpr, made faster.
+nested jaxpr that is then inlined) before it binds its one or two primitives; the chunk program of a sweep made
+about 27,000 such calls. Under `jax.disable_jit()` a jitted function is called as plain Python, which binds the
+same primitives directly: the same program, traced and lowered ~8 % faster (docs/performance.md). Most of the
+trace time is per primitive and is cut only by binding fewer (Scenario.z, queueing.ndtri).
 
 `jax.lax.scan` under `disable_jit` is unrolled into a Python loop, so the model's loops use `scan` below, which
 re-enables jit for the scan itself and disables it again inside the body.
