@@ -715,7 +715,7 @@ class disaggregated:  # noqa: N801
 # ============================================================== frontier_jax/operating.py
 class op:  # noqa: N801
     BISECTION_STEPS = 30
-    POLISH_STEPS = 2
+    POLISH_STEPS = 4
     POLISH_TOL = 1e-10
     RANGE = 1e-9
     CONTINUOUS_STEPS = 20
@@ -750,7 +750,7 @@ class op:  # noqa: N801
         f_hi = fn(hi, args)
 
         def step(carry, _):
-            a, fa, b, fb, side = carry
+            a, fa, b, fb, side, fa_true, fb_true = carry
             finite = np.isfinite(fa) & np.isfinite(fb) & (fb > fa)
             t = np.where(finite, fa / np.where(finite, fa - fb, 1.0), 0.5)
             t = np.where((t > 0.05) & (t < 0.95), t, 0.5)
@@ -760,25 +760,27 @@ class op:  # noqa: N801
             fa_new = np.where(good, fx, np.where(side == -1, 0.5 * fa, fa))
             fb_new = np.where(good, np.where(side == 1, 0.5 * fb, fb), fx)
             side_new = np.where(good, 1, -1).astype(np.int32)
-            return (np.where(good, x, a), fa_new, np.where(good, b, x), fb_new, side_new), None
+            return (np.where(good, x, a), fa_new, np.where(good, b, x), fb_new, side_new,
+                    np.where(good, fx, fa_true), np.where(good, fb_true, fx)), None
 
-        carry = (x_lo, f_lo, x_hi, f_hi, op.batched_zeros(f_lo, np.int32))
+        carry = (x_lo, f_lo, x_hi, f_hi, op.batched_zeros(f_lo, np.int32), f_lo, f_hi)
         for _ in range(op.BISECTION_STEPS):
             carry, _ = step(carry, None)
-        a, _, b, _, _ = carry
+        a, _, b, _, _, fa, fb = carry
 
         def polish(carry, _):
-            x, best = carry
-            fx, dfx = jvp(lambda u: fn(np.exp(u), args), x)  # JAX: jax.jvp(..., (x,), (jnp.ones_like(x),))
-            best = np.where(fx <= op.POLISH_TOL, x, best)
-            ok = np.isfinite(fx) & np.isfinite(dfx) & (dfx > 0.0)
-            new = np.clip(x - fx / np.where(ok, dfx, 1.0), a, b)
-            return (np.where(ok, new, x), best), None
+            a, fa, b, fb = carry
+            secant = np.isfinite(fa) & np.isfinite(fb) & (fb > fa)
+            t = np.where(secant, np.clip(fa / np.where(secant, fa - fb, 1.0), 0.0, 1.0), 0.5)
+            x = a + t * (b - a)
+            fx = fn(np.exp(x), args)
+            good = fx <= op.POLISH_TOL
+            return (np.where(good, x, a), np.where(good, fx, fa), np.where(good, b, x), np.where(good, fb, fx)), None
 
-        carry = (a, a)
-        for _ in range(op.POLISH_STEPS + 1):
+        carry = (a, fa, b, fb)
+        for _ in range(op.POLISH_STEPS):
             carry, _ = polish(carry, None)
-        x = carry[1]
+        x = carry[0]
         return np.where(ok_lo & np.isfinite(hi) & (hi > 0.0), np.exp(x), np.nan)
 
     def _logit(x):

@@ -16,7 +16,7 @@ from .arch.common import Latency, Scenario
 from .tracing import scan
 
 BISECTION_STEPS = 30
-POLISH_STEPS = 2
+POLISH_STEPS = 4  # false-position steps on the final bracket (with POLISH_TOL, see _bisect)
 POLISH_TOL = 1e-10  # a log-ratio violation this small counts as meeting the bound (rounding of the polish)
 RANGE = 1e-9  # search rates in [RANGE * upper, upper]
 CONTINUOUS_STEPS = 20  # Chandrupatla steps: none of 4,341 random prefill roots falls short of the Illinois root from 20 on
@@ -52,7 +52,10 @@ def violation(lat: Latency, sc: Scenario):
 
 def _bisect(fn, upper_fn, args):
     """Safeguarded Illinois false position in log-rate: bracket [a, b] with f(a) <= 0 < f(b); a secant step when
-    both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise."""
+    both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise. Then
+    POLISH_STEPS of plain false position on the final bracket with the true end values (Illinois keeps scaled ones):
+    on a bracket ~1e-8 wide in log-rate a smooth violation is linear to ~1e-16, so one step lands on the root; with
+    an infinite end (a stability edge) the step is a bisection."""
     hi = upper_fn(args)
     lo = hi * RANGE
     f_lo = fn(lo, args)
@@ -61,7 +64,7 @@ def _bisect(fn, upper_fn, args):
     f_hi = fn(hi, args)
 
     def step(carry, _):
-        a, fa, b, fb, side = carry
+        a, fa, b, fb, side, fa_true, fb_true = carry
         finite = jnp.isfinite(fa) & jnp.isfinite(fb) & (fb > fa)
         t = jnp.where(finite, fa / jnp.where(finite, fa - fb, 1.0), 0.5)
         t = jnp.where((t > 0.05) & (t < 0.95), t, 0.5)
@@ -72,23 +75,23 @@ def _bisect(fn, upper_fn, args):
         fa_new = jnp.where(good, fx, jnp.where(side == -1, 0.5 * fa, fa))
         fb_new = jnp.where(good, jnp.where(side == 1, 0.5 * fb, fb), fx)
         side_new = jnp.where(good, 1, -1).astype(jnp.int32)
-        return (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, side_new), None
+        return (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, side_new,
+                jnp.where(good, fx, fa_true), jnp.where(good, fb_true, fx)), None
 
-    init = (x_lo, f_lo, x_hi, f_hi, batched_zeros(f_lo, jnp.int32))
-    (a, _, b, _, _), _ = scan(step, init, BISECTION_STEPS)
+    init = (x_lo, f_lo, x_hi, f_hi, batched_zeros(f_lo, jnp.int32), f_lo, f_hi)
+    (a, _, b, _, _, fa, fb), _ = scan(step, init, BISECTION_STEPS)
 
     def polish(carry, _):
-        # Newton on the active constraint, kept inside the final bracket. Each step evaluates f where it stands and
-        # keeps the last point found feasible (f <= POLISH_TOL): on a convex constraint Newton lands just past the
-        # root, and at a stability edge (f = inf beyond it) the clip to b would land on an unstable rate.
-        x, best = carry
-        fx, dfx = jax.jvp(lambda u: fn(jnp.exp(u), args), (x,), (jnp.ones_like(x),))
-        best = jnp.where(fx <= POLISH_TOL, x, best)
-        ok = jnp.isfinite(fx) & jnp.isfinite(dfx) & (dfx > 0.0)
-        new = jnp.clip(x - fx / jnp.where(ok, dfx, 1.0), a, b)
-        return (jnp.where(ok, new, x), best), None
+        # the point kept is always one with f <= POLISH_TOL (the rounding of the polish counts as meeting the bound)
+        a, fa, b, fb = carry
+        secant = jnp.isfinite(fa) & jnp.isfinite(fb) & (fb > fa)
+        t = jnp.where(secant, jnp.clip(fa / jnp.where(secant, fa - fb, 1.0), 0.0, 1.0), 0.5)
+        x = a + t * (b - a)
+        fx = fn(jnp.exp(x), args)
+        good = fx <= POLISH_TOL
+        return (jnp.where(good, x, a), jnp.where(good, fx, fa), jnp.where(good, b, x), jnp.where(good, fb, fx)), None
 
-    (_, x), _ = scan(polish, (a, a), POLISH_STEPS + 1)
+    (x, _, _, _), _ = scan(polish, (a, fa, b, fb), POLISH_STEPS)
     return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), jnp.exp(x), jnp.nan)
 
 

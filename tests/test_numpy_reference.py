@@ -172,6 +172,7 @@ def test_reference_mirrors_every_function(mod, ns):
 def test_reference_constants_match():
     assert ref.op.BISECTION_STEPS == operating.BISECTION_STEPS and ref.op.RANGE == operating.RANGE
     assert ref.op.CONTINUOUS_STEPS == operating.CONTINUOUS_STEPS and ref.op.UTIL_MAX == operating.UTIL_MAX
+    assert ref.op.POLISH_STEPS == operating.POLISH_STEPS and ref.op.POLISH_TOL == operating.POLISH_TOL
     assert ref.qu._NEWTON_STEPS == queueing._NEWTON_STEPS and ref.qu.N_NODES == queueing.N_NODES
     assert ref.qu._MAX_EXPONENT == queueing._MAX_EXPONENT
     assert ref.chunked._FIXED_POINT_STEPS == chunked._FIXED_POINT_STEPS
