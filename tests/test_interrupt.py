@@ -2,7 +2,7 @@
 final path, only `OUT.partial`; `--resume` finishes it, and the result is identical (every value, NaNs in the same
 places) to an uninterrupted run of the same spec in another process.
 
-The spec has 12,288 points, run in chunks of 256 (48 chunks, ~12 s of compute on 2 CPU cores). The processes share a
+The spec has 36,864 points, run in chunks of 256 (144 chunks, ~10 s of compute on 2 CPU cores). The processes share a
 persistent JAX compilation cache in a temporary directory, so only the first one pays the full compilation. Each
 signal is sent once the progress bar shows that a quarter of the points are done (so at least one chunk is on disk
 and most are not).
@@ -160,3 +160,23 @@ def test_sigkill_leaves_partial_and_resume_matches(tmp_path, env, reference):
     assert not out.exists(), "a killed sweep must not leave a file at the final path"
     assert partial.exists()
     _resume_and_compare(out, partial, env, reference)
+
+
+def test_ctrl_c_waits_for_the_chunk_boundary():
+    """Inside the chunk loop the first SIGINT only sets the flag the loop reads between chunks (the sweep then stops
+    with the partial file consistent); a second one interrupts at once; the previous handler comes back after."""
+    from frontier_jax.sweep.engine import deferred_sigint
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_sigint() as flag:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # let the handler run (it runs between bytecodes of the main thread)
+                time.sleep(0.01)
+                if flag:
+                    break
+            assert flag == [signal.SIGINT]
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+            pytest.fail("the second SIGINT did not interrupt")
+    assert signal.getsignal(signal.SIGINT) is before

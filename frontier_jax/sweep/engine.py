@@ -6,9 +6,12 @@ import ctypes
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,13 +246,18 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
                 release_free_heap()
 
         pending = None
-        for i in todo:  # dispatch chunk i before pulling chunk i-1 to the host: compute overlaps the write
-            result = compiled(np.asarray(i * chunk_pts, dtype=start_dt), dev_arrays)
+        with deferred_sigint() as interrupted:
+            for i in todo:  # dispatch chunk i before pulling chunk i-1 to the host: compute overlaps the write
+                if interrupted:
+                    break
+                result = compiled(np.asarray(i * chunk_pts, dtype=start_dt), dev_arrays)
+                if pending is not None:
+                    finish(*pending)
+                pending = (i, result)
             if pending is not None:
-                finish(*pending)
-            pending = (i, result)
-        if pending is not None:
-            finish(*pending)
+                finish(*pending)  # computed already: keep it
+            if interrupted:
+                raise KeyboardInterrupt
     finally:
         if bar is not None:  # also on Ctrl-C, so that the interruption message starts on its own line
             bar.close()
@@ -261,6 +269,31 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
 
 def _write_chunk(ds: Any, shape: tuple[int, ...], a: int, b: int, host: Mapping[str, np.ndarray]) -> None:
     netcdf.write_block(ds, shape, a, b, host)
+
+
+@contextmanager
+def deferred_sigint() -> Iterator[list[int]]:
+    """While the chunks run, Ctrl-C (SIGINT) only sets a flag, which the chunk loop reads between chunks: the
+    interruption then happens where the partial file is consistent, never inside a netCDF write, and it cannot be
+    lost in a place that swallows exceptions (a KeyboardInterrupt raised inside a finalizer or a C extension's
+    callback is reported and dropped). A second Ctrl-C interrupts at once. Outside the main thread (where Python
+    cannot take signals) it does nothing."""
+    flag: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag:
+            signal.default_int_handler(signum, frame)
+        flag.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress_bar(total: int, name: str, enabled: bool) -> Any:
