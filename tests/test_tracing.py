@@ -7,7 +7,7 @@ import pytest
 from jax.scipy.special import ndtri as jax_ndtri
 
 from frontier_jax import inputs, operating, queueing, tracing
-from frontier_jax.search import SearchSpace, evaluate_point
+from frontier_jax.arch import chunked, colocated, disaggregated
 
 RNG = np.random.default_rng(3)
 
@@ -32,24 +32,29 @@ def test_ndtri_derivative_is_the_normal_density():
     np.testing.assert_allclose(g, np.sqrt(2 * np.pi) * np.exp(0.5 * z**2), rtol=1e-12)
 
 
-SMALL = SearchSpace(tp=(1.0, 4.0), chunk=(1024.0,), tp_prefill=(2.0,), tp_decode=(2.0,), overlap=(1.0,))
-
-
 def test_per_point_z_is_the_same_model():
-    """A Scenario built without z (computed where used) and one from inputs.build (z set once) agree exactly."""
-    p, d, price = inputs.build("h100-80gb-sxm", "llama-3.1-70b", input_len=4096.0, output_len=512.0, ttft=2.0,
-                               tpot=0.05, percentile=[0.5, 0.9, 0.99, 0.999], input_cv=1.0, rate=30.0)
+    """Every latency function (all the places that use z) gives the same bits with Scenario.z set once by
+    inputs.build and with z = None (computed where used), at several rates and percentiles."""
+    p, _, _ = inputs.build("h100-80gb-sxm", "llama-3.1-70b", input_len=4096.0, output_len=512.0, ttft=2.0,
+                           tpot=0.05, percentile=[[0.5], [0.9], [0.99], [0.999]], input_cv=1.0,
+                           rate=[0.05, 0.5, 2.0])
     n = p.sc.q.shape
-    p, d = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x, float), n), (p, d))
+    p = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x, float), n).ravel(), p)
     assert p.sc.z is not None
     np.testing.assert_array_equal(np.asarray(p.sc.z), np.asarray(jax_ndtri(p.sc.q)))
     bare = p._replace(sc=p.sc._replace(z=None))
-    f = jax.jit(jax.vmap(lambda p, d, c: evaluate_point(p, d, c, SMALL)))
-    price = jnp.broadcast_to(jnp.asarray(price, float), n)
-    a, b = f(p, d, price), f(bare, d, price)
-    assert np.isfinite(np.asarray(a["cost"])).any()
-    for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+    lam = jnp.tile(jnp.asarray([0.05, 0.5, 2.0]), 4)
+    two = jnp.full_like(lam, 2.0)
+    parts = {"colocated": lambda p, l: colocated.latency(p, two[0], l),
+             "chunked": lambda p, l: chunked.latency(p, two[0], 1024.0, l),
+             "prefill": lambda p, l: disaggregated.prefill_latency(p, two[0], 1.0, 2.0, l),
+             "decode": lambda p, l: disaggregated.decode_latency(p, two[0], l)}
+    for name, f in parts.items():
+        g = jax.jit(jax.vmap(f))
+        a, b = g(p, lam), g(bare, lam)
+        assert np.isfinite(np.asarray(a.ttft) + np.asarray(a.tpot)).any(), name
+        for field, x, y in zip(a._fields, a, b):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{name}.{field}")
 
 
 def test_inlined_tracing_keeps_loops_and_values():
