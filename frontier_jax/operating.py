@@ -26,8 +26,8 @@ UTIL_MAX = 1e-12  # the continuous solver's bracket ends at utilisation 1 - UTIL
 def batched_zeros(x, dtype=None):
     """Zeros like x that vmap sees as batched wherever x is. Under vmap jnp.zeros_like(x) is an unbatched constant,
     and a scan whose carry starts unbatched but comes out batched makes vmap batch the loop body twice (its
-    fixpoint on which carries are batched): at every nesting level of scans and vmaps, so the trace time grows
-    geometrically. The select is folded away by XLA."""
+    fixpoint on which carries are batched), at every nesting level of scans and vmaps (measured on the bench_1e6
+    chunk program: trace 20 -> 17 s). The select is folded away by XLA."""
     return jnp.where(jnp.isnan(x), 0, 0).astype(x.dtype if dtype is None else dtype)
 
 
