@@ -22,7 +22,7 @@ from jax.sharding import Mesh  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from frontier_jax import search as S  # noqa: E402
-from frontier_jax.sweep import engine  # noqa: E402
+from frontier_jax.sweep import engine, sharing  # noqa: E402
 from frontier_jax.sweep.grid import decode_points, index_dtype, layout, point_arrays  # noqa: E402
 from frontier_jax.sweep.kernel import make_kernel, point_inputs  # noqa: E402
 from frontier_jax.sweep.spec import load_spec  # noqa: E402
@@ -54,8 +54,8 @@ def main(path: str) -> None:
     spec = load_spec(path)
     kernel, lay, host = make_kernel(spec), layout(spec), point_arrays(spec)
     mesh = Mesh(np.array(jax.local_devices()), (engine.AXIS,))
-    block = engine.shared_block(kernel, lay, PER_DEVICE)
-    fn = functools.partial(engine._eval_chunk, kernel=kernel, lay=lay, mesh=mesh, per_dev=PER_DEVICE, block=block)
+    parts = sharing.plan(kernel, lay, PER_DEVICE)
+    fn = functools.partial(engine._eval_chunk, kernel=kernel, lay=lay, mesh=mesh, per_dev=PER_DEVICE, parts=parts)
     start = jax.ShapeDtypeStruct((), index_dtype())
     specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host.items()}
     t0 = time.perf_counter()
@@ -66,12 +66,10 @@ def main(path: str) -> None:
     pts = decode_points(lay, {k: jnp.asarray(v) for k, v in host.items()}, jnp.arange(PER_DEVICE) % lay.size)
     P, D, _ = point_inputs(spec, pts, kernel.tables)
     sp = S.SearchSpace()
-    U = jax.jit(inlined(jax.vmap(lambda p, d: S.evaluate_unlinked(p, d, sp))))(P, D)
     parts = (("colocated", jax.vmap(lambda p, d: S._colocated(p, d, sp)), (P, D)),
              ("chunked", jax.vmap(lambda p, d: S._chunked(p, d, sp)), (P, D)),
              ("disaggregated, link-blind", jax.vmap(lambda p, d: S._disaggregated_unlinked(p, d, sp)), (P, D)),
-             ("disaggregated, linked", jax.vmap(lambda p, d, u: S._disaggregated(p, d, sp, u)),
-              (P, D, U["disaggregated"])))
+             ("disaggregated, linked", jax.vmap(lambda p, d: S._disaggregated_prefill(p, d, sp)), (P, D)))
     print(f"{'part':28s} {'trace + lower s':>16s} {'XLA compile s':>14s}")
     for name, g, args in parts:
         t0 = time.perf_counter()

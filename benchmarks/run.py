@@ -50,7 +50,7 @@ def parse_args(argv=None):
                    "reference (its cost per point is flat beyond its 4096-point block)")
     a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")
     a.add_argument("--dense-sizes", default="1e5", help="sizes also timed with every point evaluated in full "
-                   "(run_sweep share_link_blind=False): the same work as the numpy reference and the loop")
+                   "(run_sweep share=False): the same work as the numpy reference and the loop")
     a.add_argument("--f32-size", default="1e5", help="grid for the float32 vs float64 comparison ('' to skip)")
     a.add_argument("--tune-chunks", default="", help="comma-separated chunk sizes to time on the smallest grid "
                    "of --sizes above 1e4 (one compile each)")
@@ -160,7 +160,7 @@ def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64", 
     for i in range(1 + n_warm):
         with Phase() as ph:
             s = run_sweep(spec, kernel, meta, out, extra_coords=EXTRA_COORDS, chunk=chunk, overwrite=True,
-                          progress=False, share_link_blind=share)
+                          progress=False, share=share)
         runs.append(dict(wall=ph.wall, cpu=ph.cpu, compile=s.compile_seconds, eval=s.seconds - s.compile_seconds,
                          peak_rss=ph.peak, load=ph.load))
         print(f"  [{tag} {size}] run {i}: {s.seconds:.1f} s (compile {s.compile_seconds:.1f} s), "
@@ -184,13 +184,13 @@ def _plan(spec, kernel, chunk: int, share: bool):
     import numpy as np
     from jax.sharding import Mesh
 
-    from frontier_jax.sweep import engine
+    from frontier_jax.sweep import engine, sharing
     from frontier_jax.sweep.grid import layout
 
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), (engine.AXIS,))
     per = -(-min(chunk, spec.size) // len(devices))
-    return mesh, per, engine.shared_block(kernel, layout(spec), per, share)
+    return mesh, per, sharing.plan(kernel, layout(spec), per, share)
 
 
 def compile_from_disk(spec, kernel, chunk: int, share: bool) -> float | None:
@@ -206,9 +206,9 @@ def compile_from_disk(spec, kernel, chunk: int, share: bool) -> float | None:
         return None
     engine._CACHE.clear()
     jax.clear_caches()
-    mesh, per, block = _plan(spec, kernel, chunk, share)
+    mesh, per, parts = _plan(spec, kernel, chunk, share)
     _, seconds = engine._executable(kernel, layout(spec), mesh, per, point_arrays(spec), outputs_meta(),
-                                    EXTRA_COORDS, block)
+                                    EXTRA_COORDS, parts)
     return seconds
 
 
@@ -225,9 +225,9 @@ def kernel_only(size: str, chunk: int, repeats: int) -> dict:
 
     spec = load_spec(spec_path(size))
     kernel = make_kernel(spec)
-    mesh, per, block = _plan(spec, kernel, chunk, True)
+    mesh, per, parts = _plan(spec, kernel, chunk, True)
     host = point_arrays(spec)
-    exe, _ = engine._executable(kernel, layout(spec), mesh, per, host, outputs_meta(), EXTRA_COORDS, block)
+    exe, _ = engine._executable(kernel, layout(spec), mesh, per, host, outputs_meta(), EXTRA_COORDS, parts)
     dev = {k: jax.device_put(v, NamedSharding(mesh, P())) for k, v in host.items()}
     step = per * mesh.size
     starts = [np.asarray(a, index_dtype()) for a in range(0, spec.size, step)]
@@ -272,7 +272,7 @@ def count_flops(n: int = 8) -> dict:
                 return jax.vmap(lambda p, d, c: search.evaluate_point(p, d, c, space))(p, d, price)
             if name == "disaggregated":
                 return jax.vmap(lambda p, d: search._disaggregated(
-                    p, d, space, search._disaggregated_unlinked(p, d, space)))(p, d)
+                    d, search._disaggregated_unlinked(p, d, space), search._disaggregated_prefill(p, d, space)))(p, d)
             fn = getattr(search, "_" + name)
             return jax.vmap(lambda p, d: fn(p, d, space))(p, d)
         return f

@@ -164,8 +164,9 @@ def searched_overlaps(space) -> tuple:
     return (1.0,) if concrete and any(o > 0.5 for o in space.overlap) else tuple(space.overlap)
 
 
-def _disaggregated(p: Point, demand: Demand, space, u: dict):
-    """The prefill pool with the link (its configuration search), joined with the link-blind parts `u`."""
+def _disaggregated_prefill(p: Point, demand: Demand, space):
+    """The prefill pool with the link: its configuration search, the indirect tax's solve at the chosen
+    configuration, the TTFT at the operating point and why it fails when it does. Reads no decode-side input."""
     dt = p.sc.q.dtype
     tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
                            indexing="ij")
@@ -174,31 +175,39 @@ def _disaggregated(p: Point, demand: Demand, space, u: dict):
     c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill,
                                       continuous=True)
     _, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
-    best_inf, best_d, g_d, nd_i, lam_di = u["best_inf"], u["best_d"], u["g_d"], u["nd_i"], u["lam_di"]
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     c_nl, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (g_p[None], o_p[None], jnp.ones((1,), dt)),
                           g_p[None], demand.n_prefill, continuous=True)
-    best_nl = jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0])
-
     lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)
+    lat0_p = jax.vmap(lambda a, b, c: disaggregated.prefill_latency(p, a, b, c, _prefill_upper((p, a, b, c)) * op.RANGE))(
+        tpp, ov, full)
+    cp = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_p))
+    return dict(best_p=best_p, g_p=g_p, o_p=o_p, np_i=np_i, lam_pi=lam_pi, ttft=lat_p.ttft,
+                best_nl=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
+                reason_p=_reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
+
+
+def _disaggregated(demand: Demand, u: dict, pre: dict):
+    """The linked prefill pool `pre` joined with the link-blind parts `u`."""
+    best_p, g_p, np_i, lam_pi = pre["best_p"], pre["g_p"], pre["np_i"], pre["lam_pi"]
+    best_inf, best_d, g_d, nd_i, lam_di = u["best_inf"], u["best_d"], u["g_d"], u["nd_i"], u["lam_di"]
     fluid = jnp.isnan(demand.rate)
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
     n_dec = jnp.where(fluid, lam_pi / lam_di, nd_i)
     gpus = np_i * g_p + n_dec * g_d
-    lat0_p = jax.vmap(lambda a, b, c: disaggregated.prefill_latency(p, a, b, c, _prefill_upper((p, a, b, c)) * op.RANGE))(
-        tpp, ov, full)
-    cp = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_p))
-    reason = jnp.where(jnp.isfinite(best_p), jnp.where(jnp.isfinite(best_d), 0, u["reason_d"]),
-                       _reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
+    reason = jnp.where(jnp.isfinite(best_p), jnp.where(jnp.isfinite(best_d), 0, u["reason_d"]), pre["reason_p"])
     total = best_p + best_d
     return dict(per_rate=total, prefill_per_rate=jnp.minimum(best_inf, best_p), decode_per_rate=best_d,
-                indirect_per_rate=best_nl - best_inf, ttft=lat_p.ttft, tpot=u["tpot"],
+                indirect_per_rate=pre["best_nl"] - best_inf, ttft=pre["ttft"], tpot=u["tpot"],
                 goodput=1.0 / (g_p / lam_pi + g_d / lam_di), tp_prefill=g_p, tp_decode=g_d, n_prefill=np_i,
-                n_decode=n_dec, chunk=jnp.zeros_like(g_p), overlap=o_p, reason=reason, gpus=gpus)
+                n_decode=n_dec, chunk=jnp.zeros_like(g_p), overlap=pre["o_p"], reason=reason, gpus=gpus)
 
 
 # Inputs no part of `evaluate_unlinked` reads: a sweep over them shares its link-blind work (sweep/engine.py).
 LINK_ONLY_INPUTS = frozenset({"kv_bandwidth", "price_scale"})
+# Inputs `evaluate_prefill` never reads (the decode side, the price, the GPU cap that only the final join checks):
+# a sweep over them shares the linked prefill search, most of the work of a point.
+DECODE_ONLY_INPUTS = frozenset({"output_len", "output_cv", "tpot", "price_scale", "total_gpus"})
 
 
 def evaluate_unlinked(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> dict:
@@ -208,10 +217,17 @@ def evaluate_unlinked(p: Point, demand: Demand, space: SearchSpace = SearchSpace
                 disaggregated=_disaggregated_unlinked(p, demand, space))
 
 
-def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace(), unlinked=None):
+def evaluate_prefill(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> dict:
+    """The disaggregated prefill pool with the KV link. Points that differ only in DECODE_ONLY_INPUTS share it."""
+    return _disaggregated_prefill(p, demand, space)
+
+
+def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace(), unlinked=None, prefill=None):
     """Everything the public API reports for one point, stacked over ARCHS on the last axis. `unlinked` is
-    `evaluate_unlinked` of this point (or of one differing only in LINK_ONLY_INPUTS); None computes it."""
+    `evaluate_unlinked` of this point (or of one differing only in LINK_ONLY_INPUTS), `prefill` its
+    `evaluate_prefill` (or one differing only in DECODE_ONLY_INPUTS); None computes them."""
     u = evaluate_unlinked(p, demand, space) if unlinked is None else unlinked
+    pre = evaluate_prefill(p, demand, space) if prefill is None else prefill
     o = p.sc.output_len
     usd_per_mtok = price / SECONDS_PER_HOUR * PER_MTOK / o  # times GPUs per (request/s)
     fluid = jnp.isnan(demand.rate)
@@ -222,7 +238,7 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
         r = dict(r, cost=total, prefill=total * r["share"], decode=total * (1.0 - r["share"]), kv_tax=0.0 * total,
                  kv_direct=0.0 * total, kv_indirect=0.0 * total, gpus=gpus)
         results.append(r)
-    d = _disaggregated(p, demand, space, u["disaggregated"])
+    d = _disaggregated(demand, u["disaggregated"], pre)
     total = d["per_rate"] * usd_per_mtok
     prefill = d["prefill_per_rate"] * usd_per_mtok
     decode = d["decode_per_rate"] * usd_per_mtok

@@ -40,8 +40,9 @@ ttft = { values = [0.3, 2.0] }
 kv_bandwidth = { values = [5e9, 5e10] }
 """
 SIZE = 2 * 2 * 5 * 4 * 2 * 2  # 320 points, some infeasible (ttft 0.3 s with long prompts)
-# The last axis is link-only, so every run below shares the link-blind work between the two bandwidths of a block
-# (sweep/engine.py, link_block); "4dev_chunk48_dense" evaluates every point in full.
+# The runs below share the link-blind work between the two bandwidths and, with chunks of 12 points per device, the
+# linked prefill search between output lengths (sweep/sharing.py); "4dev_chunk48_dense" evaluates every point in
+# full.
 
 
 def _load(path) -> xr.Dataset:
@@ -75,7 +76,7 @@ def runs(tmp_path_factory):
                       progress=False)  # 4 chunks, the last one padded
         out["4dev_chunk48"], out["4dev_chunk48_again"] = _load(d / "a.nc"), _load(d / "b.nc")
         run_sweep(spec, kernel, outputs_meta(), d / "dense.nc", extra_coords=EXTRA_COORDS, chunk=48, devices=devs,
-                  progress=False, share_link_blind=False)
+                  progress=False, share=False)
         out["4dev_chunk48_dense"] = _load(d / "dense.nc")
         for key, proc in procs.items():
             _, err = proc.communicate(timeout=600)

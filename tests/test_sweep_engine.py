@@ -196,24 +196,30 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interrupt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("write_points, fail_at, done_chunks", [(1, 5, 5), (48, 2, 6)])
+def test_resume_after_interrupt(tmp_path, monkeypatch, write_points, fail_at, done_chunks):
+    """Chunks written one by one (WRITE_POINTS = 1) or three at a time (48 points): a write that fails leaves the
+    chunks written before it marked done and the rest pending; resuming computes only those."""
+    monkeypatch.setattr(engine, "WRITE_SECONDS", 1e9)
+    monkeypatch.setattr(engine, "WRITE_POINTS", write_points)
     sweep(tmp_path / "straight.nc")
     out = tmp_path / "out.nc"
     writes = []
     real = engine._write_chunk
 
     def flaky(ds, shape, a, b, host):
-        if len(writes) == 5:
+        if len(writes) == fail_at:
             raise Interrupt
-        writes.append(a)
+        writes.append((a, b))
         real(ds, shape, a, b, host)
 
     monkeypatch.setattr(engine, "_write_chunk", flaky)
     with pytest.raises(Interrupt):
         sweep(out)
+    assert writes == [(i * 16 * done_chunks // fail_at, (i + 1) * 16 * done_chunks // fail_at) for i in range(fail_at)]
     assert not out.exists() and (tmp_path / "out.nc.partial").exists()
     with netCDF4.Dataset(str(out) + ".partial") as nc:
-        assert netcdf.done_mask(nc).sum() == 5
+        assert netcdf.done_mask(nc).sum() == done_chunks
     with pytest.raises(FrontierError, match="pass resume=True"):
         sweep(out)
     with pytest.raises(FrontierError, match="different spec"):
@@ -221,7 +227,7 @@ def test_resume_after_interrupt(tmp_path, monkeypatch):
                   resume=True, progress=False)
     monkeypatch.setattr(engine, "_write_chunk", real)
     s = sweep(out, resume=True, chunk=999)  # the partial file's chunk size wins
-    assert s.points == 210 - 5 * 16
+    assert s.points == 210 - done_chunks * 16
     assert_same(values(out), values(tmp_path / "straight.nc"))
 
 

@@ -277,6 +277,7 @@ def write_block(ds: Any, shape: tuple[int, ...], start: int, stop: int, values: 
             off += n
 
 
-def mark_done(ds: Any, chunk_index: int) -> None:
-    ds.groups[PROGRESS]["chunk_done"][chunk_index] = 1
+def mark_done(ds: Any, chunks: int | slice) -> None:
+    """Mark a chunk (or a slice of chunks) written, and flush the file."""
+    ds.groups[PROGRESS]["chunk_done"][chunks] = 1
     ds.sync()

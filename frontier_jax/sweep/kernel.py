@@ -15,7 +15,8 @@ from ..errors import FrontierError
 from ..evaluate import FLAGS, VARIABLES
 from ..inputs import assemble
 from ..io.netcdf import VarMeta
-from ..search import ARCHS, LINK_ONLY_INPUTS, SearchSpace, evaluate_point, evaluate_unlinked
+from ..search import (ARCHS, DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, SearchSpace, evaluate_point, evaluate_prefill,
+                      evaluate_unlinked)
 from .spec import SweepSpec
 
 REQUIRED = ("hardware", "model", "ttft", "tpot")
@@ -72,10 +73,11 @@ def point_inputs(spec: SweepSpec, pts: dict, tables) -> tuple:
 
 class SweepKernel:
     """The cost model as a sweep kernel. Called on a dict of (n,) input arrays it evaluates every point in full.
-    `blocked` is the same result for grids whose trailing axes are all in `link_only` (KV bandwidth, price):
-    the link-blind work is evaluated once per block of such points and gathered (sweep/engine.py)."""
+    `shared` is the same result with the parts named in `shared_parts` evaluated once per representative point
+    and gathered (sweep/sharing.py): the link-blind searches, which ignore the KV bandwidth and the price, and the
+    linked prefill search, which ignores the decode side."""
 
-    link_only = LINK_ONLY_INPUTS
+    shared_parts = {"unlinked": LINK_ONLY_INPUTS, "prefill": DECODE_ONLY_INPUTS}
 
     def __init__(self, spec: SweepSpec, space: SearchSpace):
         check_spec(spec)
@@ -97,14 +99,19 @@ class SweepKernel:
         out = jax.vmap(lambda p, d, c: evaluate_point(p, d, c, self.space))(point, demand, price)
         return self._outputs(out)
 
-    def blocked(self, pts: dict, block_pts: dict, block_of: jax.Array) -> dict:
-        """`block_pts`: one point per block (any link-only values); `block_of`: each point's block (index into
-        block_pts). Every point of a block must differ from its block's point only in `link_only` inputs."""
-        bpoint, bdemand, _ = point_inputs(self.spec, block_pts, self.tables)
-        shared = jax.vmap(lambda p, d: evaluate_unlinked(p, d, self.space))(bpoint, bdemand)
-        shared = jax.tree.map(lambda x: jnp.take(x, block_of, axis=0), shared)
+    def shared(self, pts: dict, heads: dict, which: dict) -> dict:
+        """`heads[name]`: the representative points of shared part `name` (a subset of self.shared_parts);
+        `which[name]`: each point's position among them. A point and its representative must differ only in inputs
+        the part ignores. Parts not named are evaluated per point."""
+        fns = {"unlinked": evaluate_unlinked, "prefill": evaluate_prefill}
+        parts = {}
+        for name, hpts in heads.items():
+            hpoint, hdemand, _ = point_inputs(self.spec, hpts, self.tables)
+            part = jax.vmap(lambda p, d, f=fns[name]: f(p, d, self.space))(hpoint, hdemand)
+            parts[name] = jax.tree.map(lambda x, w=which[name]: jnp.take(x, w, axis=0), part)
         point, demand, price = point_inputs(self.spec, pts, self.tables)
-        out = jax.vmap(lambda p, d, c, u: evaluate_point(p, d, c, self.space, u))(point, demand, price, shared)
+        out = jax.vmap(lambda p, d, c, u, q: evaluate_point(p, d, c, self.space, u, q))(
+            point, demand, price, parts.get("unlinked"), parts.get("prefill"))
         return self._outputs(out)
 
 
