@@ -666,12 +666,15 @@ class disaggregated:  # noqa: N801
         hidden = np.maximum(transfer / layers, transfer - prefill * (layers - 1.0) / layers)
         return np.where(overlap > 0.5, hidden, transfer)
 
+    def _link_at_least(link, level):  # JAX skips, for a fixed mode, the terms this multiplies by 0
+        return np.where(link > level - 0.5, 1.0, 0.0)
+
     def prefill_latency(p, tp, overlap, link, lam):
         sc = p.sc
         s, w, s_q = c.prefill_nodes(p, tp)
         nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
         iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
-        on = np.where(link > 0.5, 1.0, 0.0)
+        on = disaggregated._link_at_least(link, 1)
         x = on * disaggregated.exposed_transfer(disaggregated.transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
         x_q = on * disaggregated.exposed_transfer(disaggregated.transfer_nodes(p, tp, iq), s_q, p.model.layers,
                                                   overlap)
@@ -681,8 +684,7 @@ class disaggregated:  # noqa: N801
         full = disaggregated.transfer_nodes(p, tp, nodes)
         link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - np.where(
             sc.mean_mode, qu.expect(full, w), 0.0)
-        link_wait = np.maximum(link_wait, 0.0)
-        ttft = ttft + np.where(link > 1.5, link_wait, 0.0)
+        ttft = ttft + np.where(disaggregated._link_at_least(link, 2) > 0.5, np.maximum(link_wait, 0.0), 0.0)
         rho = lam * qu.expect(s, w)
         zero = np.zeros_like(rho)
         room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
@@ -691,7 +693,8 @@ class disaggregated:  # noqa: N801
     def prefill_rate_upper(p, tp, overlap, link):
         s, w, _ = c.prefill_nodes(p, tp)
         nodes, _ = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
-        link_limit = np.where(link > 1.5, 1.0 / qu.expect(disaggregated.transfer_nodes(p, tp, nodes), w), np.inf)
+        link_limit = np.where(disaggregated._link_at_least(link, 2) > 0.5,
+                              1.0 / qu.expect(disaggregated.transfer_nodes(p, tp, nodes), w), np.inf)
         return np.minimum(1.0 / qu.expect(s, w), link_limit)
 
     def decode_latency(p, tp, lam):

@@ -37,7 +37,7 @@ def main(n: int = 4096) -> None:
     pts = decode_points(lay, arrays, jnp.asarray(rng.integers(0, lay.size, n)))
     p, _, _ = point_inputs(spec, pts, kernel.tables)
     args = (p, jnp.asarray(rng.choice([1.0, 2.0, 4.0, 8.0], n)), jnp.ones(n), jnp.full((n,), 2.0))
-    fn, upper = search._prefill_fn, search._prefill_upper
+    fn, upper = search._prefill_link_fn, search._prefill_link_upper
 
     def timed(f):
         f = jax.jit(f)

@@ -12,7 +12,7 @@ import xarray as xr
 from . import inputs
 from .errors import FrontierError
 from .search import ARCHS, REASONS, SearchSpace, evaluate_point
-from .tracing import inline_jnp
+from .tracing import COMPILER_OPTIONS, inline_jnp
 
 # name in the kernel output -> (variable name, units, long_name)
 VARIABLES = {
@@ -41,7 +41,7 @@ FLAGS = {
 }
 
 
-@partial(jax.jit, static_argnames=("space",))
+@partial(jax.jit, static_argnames=("space",), compiler_options=COMPILER_OPTIONS)  # one point: compile-bound
 def _kernel(point, demand, price, space):
     with inline_jnp():  # the same program, traced faster (frontier_jax/tracing.py)
         return jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(point, demand, price)

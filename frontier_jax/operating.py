@@ -55,43 +55,41 @@ def _bisect(fn, upper_fn, args):
     both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise. Then
     POLISH_STEPS of plain false position on the final bracket with the true end values (Illinois keeps scaled ones):
     on a bracket ~1e-8 wide in log-rate a smooth violation is linear to ~1e-16, so one step lands on the root; with
-    an infinite end (a stability edge) the step is a bisection."""
+    an infinite end (a stability edge) the step is a bisection.
+
+    One loop does it all, the two ends first: the constraint `fn`, most of the program, is traced once."""
     hi = upper_fn(args)
     lo = hi * RANGE
-    f_lo = fn(lo, args)
-    ok_lo = f_lo <= 0.0
     x_lo, x_hi = jnp.log(lo), jnp.log(hi)
-    f_hi = fn(hi, args)
+    polish_from = 2 + BISECTION_STEPS
 
     def step(carry, _):
-        a, fa, b, fb, side, fa_true, fb_true = carry
+        k, a, fa, b, fb, side, fa_true, fb_true, ok_lo = carry
         finite = jnp.isfinite(fa) & jnp.isfinite(fb) & (fb > fa)
         t = jnp.where(finite, fa / jnp.where(finite, fa - fb, 1.0), 0.5)
         t = jnp.where((t > 0.05) & (t < 0.95), t, 0.5)
-        x = a + t * (b - a)
-        fx = fn(jnp.exp(x), args)
-        good = fx <= 0.0
+        secant = jnp.isfinite(fa_true) & jnp.isfinite(fb_true) & (fb_true > fa_true)
+        t_polish = jnp.where(secant, jnp.clip(fa_true / jnp.where(secant, fa_true - fb_true, 1.0), 0.0, 1.0), 0.5)
+        polish = k >= polish_from
+        x = a + jnp.where(polish, t_polish, t) * (b - a)
+        fx = fn(jnp.where(k == 0, lo, jnp.where(k == 1, hi, jnp.exp(x))), args)
+        # the point kept is always one with f <= 0 (in the polish: <= POLISH_TOL, its rounding counts as meeting
+        # the bound)
+        good = fx <= jnp.where(polish, POLISH_TOL, 0.0)
         # Illinois: halve the value kept at an end that survives twice in a row, so the bracket closes on both sides
         fa_new = jnp.where(good, fx, jnp.where(side == -1, 0.5 * fa, fa))
         fb_new = jnp.where(good, jnp.where(side == 1, 0.5 * fb, fb), fx)
-        side_new = jnp.where(good, 1, -1).astype(jnp.int32)
-        return (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, side_new,
-                jnp.where(good, fx, fa_true), jnp.where(good, fb_true, fx)), None
+        search = (jnp.where(good, x, a), fa_new, jnp.where(good, b, x), fb_new, jnp.where(good, 1, -1).astype(jnp.int32),
+                  jnp.where(good, fx, fa_true), jnp.where(good, fb_true, fx), ok_lo)
+        first = (a, fx, b, fb, side, fx, fb_true, fx <= 0.0)
+        second = (a, fa, b, fx, side, fa_true, fx, ok_lo)
+        new = jax.tree.map(lambda u, v, w: jnp.where(k == 0, u, jnp.where(k == 1, v, w)), first, second, search)
+        return (k + 1,) + new, None
 
-    init = (x_lo, f_lo, x_hi, f_hi, batched_zeros(f_lo, jnp.int32), f_lo, f_hi)
-    (a, _, b, _, _, fa, fb), _ = scan(step, init, BISECTION_STEPS)
-
-    def polish(carry, _):
-        # the point kept is always one with f <= POLISH_TOL (the rounding of the polish counts as meeting the bound)
-        a, fa, b, fb = carry
-        secant = jnp.isfinite(fa) & jnp.isfinite(fb) & (fb > fa)
-        t = jnp.where(secant, jnp.clip(fa / jnp.where(secant, fa - fb, 1.0), 0.0, 1.0), 0.5)
-        x = a + t * (b - a)
-        fx = fn(jnp.exp(x), args)
-        good = fx <= POLISH_TOL
-        return (jnp.where(good, x, a), jnp.where(good, fx, fa), jnp.where(good, b, x), jnp.where(good, fb, fx)), None
-
-    (x, _, _, _), _ = scan(polish, (a, fa, b, fb), POLISH_STEPS)
+    zero = batched_zeros(hi)
+    init = (jnp.int32(0), x_lo, zero, x_hi, zero, batched_zeros(hi, jnp.int32), zero, zero,
+            batched_zeros(hi, jnp.bool_))
+    (_, x, _, _, _, _, _, _, ok_lo), _ = scan(step, init, polish_from + POLISH_STEPS)
     return jnp.where(ok_lo & jnp.isfinite(hi) & (hi > 0.0), jnp.exp(x), jnp.nan)
 
 
@@ -112,32 +110,36 @@ def _chandrupatla(fn, upper_fn, args):
     zero = batched_zeros(hi)
     util_max = max(UTIL_MAX, 16.0 * float(jnp.finfo(hi.dtype).eps))  # 1 - util_max must round below 1
     lo_u, hi_u = zero + _logit(RANGE), zero + _logit(1.0 - util_max)
-    f_ends = jax.vmap(f)(jnp.stack([lo_u, hi_u]))  # one traced copy of the constraint for both ends
-    f_lo, f_hi = f_ends[0], f_ends[1]
 
     def safe(x):
         return jnp.where(x != 0.0, x, 1.0)
 
     def step(carry, _):
-        # x1: newest point; [x1, x2] brackets the root (f1, f2 of opposite signs); x3: the point dropped last
-        x1, f1, x2, f2, x3, f3, t = carry
-        xt = x1 + t * (x2 - x1)
+        # x1: newest point; [x1, x2] brackets the root (f1, f2 of opposite signs); x3: the point dropped last.
+        # Steps 0 and 1 evaluate the ends (one loop, so the constraint is traced once).
+        k, x1, f1, x2, f2, x3, f3, t, f_lo = carry
+        xt = jnp.where(k == 0, lo_u, jnp.where(k == 1, hi_u, x1 + t * (x2 - x1)))
         ft = f(xt)
         same = (ft > 0.0) == (f1 > 0.0)
-        x3, f3 = jnp.where(same, x1, x2), jnp.where(same, f1, f2)
-        x2, f2 = jnp.where(same, x2, x1), jnp.where(same, f2, f1)
-        x1, f1 = xt, ft
-        xi = (x1 - x2) / safe(x3 - x2)
-        phi = (f1 - f2) / safe(f3 - f2)
-        iqi = (phi**2 < xi) & ((1.0 - phi) ** 2 < 1.0 - xi) & jnp.isfinite(f1) & jnp.isfinite(f2) & jnp.isfinite(f3)
-        t_iqi = (f1 / safe(f2 - f1) * f3 / safe(f2 - f3)
-                 + (x3 - x1) / safe(x2 - x1) * f1 / safe(f3 - f1) * f2 / safe(f3 - f2))
-        tlim = jnp.minimum(1e-14 * (1.0 + jnp.abs(x1)) / safe(jnp.abs(x2 - x1)), 0.5)
-        t = jnp.clip(jnp.where(iqi, t_iqi, 0.5), tlim, 1.0 - tlim)
-        return (x1, f1, x2, f2, x3, f3, t), None
+        x3n, f3n = jnp.where(same, x1, x2), jnp.where(same, f1, f2)
+        x2n, f2n = jnp.where(same, x2, x1), jnp.where(same, f2, f1)
+        x1n, f1n = xt, ft
+        xi = (x1n - x2n) / safe(x3n - x2n)
+        phi = (f1n - f2n) / safe(f3n - f2n)
+        iqi = ((phi**2 < xi) & ((1.0 - phi) ** 2 < 1.0 - xi) & jnp.isfinite(f1n) & jnp.isfinite(f2n)
+               & jnp.isfinite(f3n))
+        t_iqi = (f1n / safe(f2n - f1n) * f3n / safe(f2n - f3n)
+                 + (x3n - x1n) / safe(x2n - x1n) * f1n / safe(f3n - f1n) * f2n / safe(f3n - f2n))
+        tlim = jnp.minimum(1e-14 * (1.0 + jnp.abs(x1n)) / safe(jnp.abs(x2n - x1n)), 0.5)
+        tn = jnp.clip(jnp.where(iqi, t_iqi, 0.5), tlim, 1.0 - tlim)
+        first = (x1, ft, x2, f2, x3, f3, t, ft)
+        second = (x1, f1, x2, ft, x3, ft, t, f_lo)
+        search = (x1n, f1n, x2n, f2n, x3n, f3n, tn, f_lo)
+        new = jax.tree.map(lambda u, v, w: jnp.where(k == 0, u, jnp.where(k == 1, v, w)), first, second, search)
+        return (k + 1,) + new, None
 
-    init = (lo_u, f_lo, hi_u, f_hi, hi_u, f_hi, zero + 0.5)
-    (x1, f1, x2, f2, _, _, _), _ = scan(step, init, CONTINUOUS_STEPS)
+    init = (jnp.int32(0), lo_u, zero, hi_u, zero, hi_u, zero, zero + 0.5, zero)
+    (_, x1, f1, x2, f2, _, _, _, f_lo), _ = scan(step, init, 2 + CONTINUOUS_STEPS)
     # the largest point that meets the bound (to POLISH_TOL); with no sign change (f <= 0 up to the logit's end) x2
     # is still the upper end and f2 <= 0
     ok1, ok2 = f1 <= POLISH_TOL, f2 <= POLISH_TOL

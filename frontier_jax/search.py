@@ -63,12 +63,39 @@ def _chunk_upper(args):
     return chunked.rate_upper(*args)
 
 
-def _prefill_fn(lam, args):
+def _prefill_fn(lam, args):  # the full model: exposed transfer, link queue and the link's capacity
+    p, tp, ov = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, 2, lam), p.sc)
+
+
+def _prefill_upper(args):
+    return disaggregated.prefill_rate_upper(*args, 2)
+
+
+def _prefill_exposed_fn(lam, args):  # the exposed transfer only (the indirect tax)
+    p, tp, ov = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, 1, lam), p.sc)
+
+
+def _prefill_exposed_upper(args):
+    return disaggregated.prefill_rate_upper(*args, 1)
+
+
+def _prefill_blind_fn(lam, args):  # infinite bandwidth (the reference of the KV tax)
+    p, tp, ov = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, 0, lam), p.sc)
+
+
+def _prefill_blind_upper(args):
+    return disaggregated.prefill_rate_upper(*args, 0)
+
+
+def _prefill_link_fn(lam, args):  # the link mode as an array (0, 1 or 2): any mode in one traced program
     p, tp, ov, link = args
     return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam), p.sc)
 
 
-def _prefill_upper(args):
+def _prefill_link_upper(args):
     return disaggregated.prefill_rate_upper(*args)
 
 
@@ -104,12 +131,21 @@ def _pick(cost, *arrays):
     return i, c[i], tuple(a[i] for a in arrays)
 
 
+def _at_rates(lat_fn, upper, p: Point, cfg_args: tuple, rates):
+    """Latencies of every configuration at `rates` and near zero load (RANGE x its upper rate, where the reason
+    for infeasibility is read), in one vmapped call: the latency model is traced once, not twice."""
+    both = jnp.concatenate([rates, jax.vmap(lambda a: upper((p,) + a))(cfg_args) * op.RANGE])
+    args2 = tuple(jnp.concatenate([a, a]) for a in cfg_args)
+    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r))(args2, both)
+    n = rates.shape[0]
+    return jax.tree.map(lambda x: x[:n], lat), jax.tree.map(lambda x: x[n:], lat)
+
+
 def _colocated_like(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps, chunk_of_cfg):
     lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a))(cfg_args)
     per_rate, n, lam_op, ok = _size(demand, lam, tps, demand.n_prefill * 0.0)
     cost = jnp.where(ok, per_rate, jnp.nan)
-    lat_op = jax.vmap(lambda a, l: lat_fn(p, *a, l))(cfg_args, jnp.where(ok, lam_op, lam))
-    lat_zero = jax.vmap(lambda a: lat_fn(p, *a, upper((p,) + a) * op.RANGE))(cfg_args)
+    lat_op, lat_zero = _at_rates(lat_fn, upper, p, cfg_args, jnp.where(ok, lam_op, lam))
     i, best, (tp, ch, n_i, lam_i) = _pick(cost, tps, chunk_of_cfg, n, lam)
     closest = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat_zero))
     lat_i = jax.tree.map(lambda x: x[i], lat_op)
@@ -142,16 +178,15 @@ def _disaggregated_unlinked(p: Point, demand: Demand, space):
     dt = p.sc.q.dtype
     tpp_inf = jnp.asarray(space.tp_prefill, dt)
     zero = jnp.zeros_like(tpp_inf)
-    c_inf, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp_inf, zero, zero), tpp_inf, demand.n_prefill,
-                          continuous=True)
+    c_inf, _, _, _ = _pool(p, demand, _prefill_blind_fn, _prefill_blind_upper, (tpp_inf, zero), tpp_inf,
+                           demand.n_prefill, continuous=True)
     tpd = jnp.asarray(space.tp_decode, dt)
     c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
     _, best_inf, _ = _pick(c_inf)
-    _, best_d, (g_d, nd_i, lamop_di, lam_di) = _pick(c_d, tpd, n_d, lamop_d, lam_d)
-    lat0_d = jax.vmap(lambda a: disaggregated.decode_latency(p, a, _decode_upper((p, a)) * op.RANGE))(tpd)
+    i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)
+    lat_d, lat0_d = _at_rates(disaggregated.decode_latency, _decode_upper, p, (tpd,), lamop_d)
     cd = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_d))
-    return dict(best_inf=best_inf, best_d=best_d, g_d=g_d, nd_i=nd_i, lam_di=lam_di,
-                tpot=disaggregated.decode_latency(p, g_d, lamop_di).tpot,
+    return dict(best_inf=best_inf, best_d=best_d, g_d=g_d, nd_i=nd_i, lam_di=lam_di, tpot=lat_d.tpot[i_d],
                 reason_d=_reason(jax.tree.map(lambda x: x[cd], lat0_d), p))
 
 
@@ -171,18 +206,16 @@ def _disaggregated_prefill(p: Point, demand: Demand, space):
     tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
                            indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
-    full = jnp.full_like(tpp, 2.0)
-    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov, full), tpp, demand.n_prefill,
+    c_p, n_p, lamop_p, lam_p = _pool(p, demand, _prefill_fn, _prefill_upper, (tpp, ov), tpp, demand.n_prefill,
                                       continuous=True)
-    _, best_p, (g_p, o_p, np_i, lamop_pi, lam_pi) = _pick(c_p, tpp, ov, n_p, lamop_p, lam_p)
+    i_p, best_p, (g_p, o_p, np_i, lam_pi) = _pick(c_p, tpp, ov, n_p, lam_p)
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
-    c_nl, _, _, _ = _pool(p, demand, _prefill_fn, _prefill_upper, (g_p[None], o_p[None], jnp.ones((1,), dt)),
-                          g_p[None], demand.n_prefill, continuous=True)
-    lat_p = disaggregated.prefill_latency(p, g_p, o_p, 2.0, lamop_pi)
-    lat0_p = jax.vmap(lambda a, b, c: disaggregated.prefill_latency(p, a, b, c, _prefill_upper((p, a, b, c)) * op.RANGE))(
-        tpp, ov, full)
+    c_nl, _, _, _ = _pool(p, demand, _prefill_exposed_fn, _prefill_exposed_upper, (g_p[None], o_p[None]), g_p[None],
+                          demand.n_prefill, continuous=True)
+    lat_p, lat0_p = _at_rates(lambda p, a, b, r: disaggregated.prefill_latency(p, a, b, 2, r), _prefill_upper, p,
+                              (tpp, ov), lamop_p)
     cp = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat0_p))
-    return dict(best_p=best_p, g_p=g_p, o_p=o_p, np_i=np_i, lam_pi=lam_pi, ttft=lat_p.ttft,
+    return dict(best_p=best_p, g_p=g_p, o_p=o_p, np_i=np_i, lam_pi=lam_pi, ttft=lat_p.ttft[i_p],
                 best_nl=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
                 reason_p=_reason(jax.tree.map(lambda x: x[cp], lat0_p), p))
 

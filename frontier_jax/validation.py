@@ -89,7 +89,7 @@ def _stability_jit(arch, p, tp, chunk, overlap):
         return op.max_rate(search._coloc_fn, search._coloc_upper, (p, tp))
     if arch == "chunked":
         return op.max_rate(search._chunk_fn, search._chunk_upper, (p, tp, chunk))
-    a = op.max_rate(search._prefill_fn, search._prefill_upper, (p, tp, overlap, jnp.asarray(2.0)))
+    a = op.max_rate(search._prefill_link_fn, search._prefill_link_upper, (p, tp, overlap, jnp.asarray(2.0)))
     return jnp.minimum(a, op.max_rate(search._decode_fn, search._decode_upper, (p, tp)))
 
 

@@ -89,16 +89,16 @@ def test_prefill_pools_agree_with_the_illinois_solver():
     against 1 - rho); there the continuous solver's rate is at least as high and still meets the bound."""
     p, tp, overlap, link = args = _prefill_points(1500)
     solve = lambda cont: jax.jit(jax.vmap(lambda *a: op.max_rate(  # noqa: E731
-        search._prefill_fn, search._prefill_upper, a, cont)))(*args)
+        search._prefill_link_fn, search._prefill_link_upper, a, cont)))(*args)
     fast, slow = np.asarray(solve(True)), np.asarray(solve(False))
     assert np.array_equal(np.isnan(fast), np.isnan(slow))
     ok = np.isfinite(fast)
     assert ok.sum() > 500
-    upper = np.asarray(jax.vmap(lambda *a: search._prefill_upper(a))(*args))
+    upper = np.asarray(jax.vmap(lambda *a: search._prefill_link_upper(a))(*args))
     far = ok & (fast / upper < 1.0 - 1e-4)
     assert far.sum() > 0.8 * ok.sum()
     np.testing.assert_allclose(fast[far], slow[far], rtol=1e-9)
-    violation = np.asarray(jax.vmap(lambda lam, *a: search._prefill_fn(lam, a))(jnp.asarray(fast), *args))
+    violation = np.asarray(jax.vmap(lambda lam, *a: search._prefill_link_fn(lam, a))(jnp.asarray(fast), *args))
     assert np.all(violation[far] <= op.POLISH_TOL)
     # nearer the pole 1 - rho, recomputed from the rate, carries a relative rounding error of eps / (1 - rho)
     assert np.all(violation[ok] <= 1e-6)

@@ -27,23 +27,34 @@ def exposed_transfer(transfer, prefill, layers, overlap):
     return jnp.where(overlap > 0.5, hidden, transfer)
 
 
+def _link_at_least(link, level):
+    """1 where the link mode is at least `level` (0, 1 or 2); a Python number decides at trace time, so the parts a
+    fixed mode does not use are never traced (the same values: they would add exactly 0)."""
+    if isinstance(link, (int, float)):
+        return link > level - 0.5
+    return jnp.where(link > level - 0.5, 1.0, 0.0)
+
+
 def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
     sc = p.sc
     s, w, s_q = c.prefill_nodes(p, tp)
     nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
-    iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
-    on = jnp.where(link > 0.5, 1.0, 0.0)
-    x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
-    x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
-    ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=qu.expect(x, w),
-                      extra_mgf=lambda th: qu.mgf(th, x - s * 0.0, w), extra_quantile=x_q,
-                      arrival_ca2=sc.arrival_ca2)
-    # The link: an FCFS queue fed by prefill completions; its wait adds to TTFT (conservative sum of quantiles).
-    full = transfer_nodes(p, tp, nodes)
-    link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
-        sc.mean_mode, qu.expect(full, w), 0.0)
-    link_wait = jnp.maximum(link_wait, 0.0)
-    ttft = ttft + jnp.where(link > 1.5, link_wait, 0.0)
+    on, queue = _link_at_least(link, 1), _link_at_least(link, 2)
+    if on is False:
+        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, arrival_ca2=sc.arrival_ca2)
+    else:
+        iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
+        x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
+        x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
+        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=qu.expect(x, w),
+                          extra_mgf=lambda th: qu.mgf(th, x - s * 0.0, w), extra_quantile=x_q,
+                          arrival_ca2=sc.arrival_ca2)
+    if queue is not False:
+        # The link: an FCFS queue fed by prefill completions; its wait adds to TTFT (conservative sum of quantiles).
+        full = transfer_nodes(p, tp, nodes)
+        link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
+            sc.mean_mode, qu.expect(full, w), 0.0)
+        ttft = ttft + jnp.where(queue, jnp.maximum(link_wait, 0.0), 0.0)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
     # The instance must hold its weights and at least one prompt's KV.
@@ -53,9 +64,13 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
 
 def prefill_rate_upper(p: c.Point, tp, overlap, link):
     s, w, _ = c.prefill_nodes(p, tp)
+    service_limit = 1.0 / qu.expect(s, w)
+    queue = _link_at_least(link, 2)
+    if queue is False:
+        return service_limit
     nodes, _ = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
-    link_limit = jnp.where(link > 1.5, 1.0 / qu.expect(transfer_nodes(p, tp, nodes), w), jnp.inf)
-    return jnp.minimum(1.0 / qu.expect(s, w), link_limit)
+    link_limit = jnp.where(queue, 1.0 / qu.expect(transfer_nodes(p, tp, nodes), w), jnp.inf)
+    return jnp.minimum(service_limit, link_limit)
 
 
 def decode_latency(p: c.Point, tp, lam) -> c.Latency:

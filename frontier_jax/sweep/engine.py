@@ -28,7 +28,7 @@ from frontier_jax.sweep import sharing
 from frontier_jax.sweep.grid import Layout, decode_points, index_dtype, layout, point_arrays
 from frontier_jax.sweep.sharing import SharedPart, representatives
 from frontier_jax.sweep.spec import SweepSpec
-from frontier_jax.tracing import inline_jnp
+from frontier_jax.tracing import COMPILER_OPTIONS, inline_jnp
 
 Kernel = Callable[[dict[str, jax.Array]], dict[str, jax.Array]]
 AXIS = "points"
@@ -82,6 +82,11 @@ WRITE_SECONDS = 1.0   # ... or whatever was computed in this long, whichever com
 CPU_CHUNK_PER_DEVICE = 1024
 GPU_CHUNK_PER_DEVICE = 65536
 
+def compiler_options(platform: str) -> dict[str, Any]:
+    """tracing.COMPILER_OPTIONS on the CPU; a GPU's defaults, where the run time, not the compile, dominates."""
+    return dict(COMPILER_OPTIONS) if platform == "cpu" else {}
+
+
 _CACHE: dict[Any, Any] = {}  # (kernel, layout, mesh, per-device points, argument specs) -> executable
 _CACHE_SIZE = 8
 
@@ -105,7 +110,7 @@ def _executable(kernel: Kernel, lay: Layout, mesh: Mesh, per_dev: int, host_arra
     fn = functools.partial(_eval_chunk, kernel=kernel, lay=lay, mesh=mesh, per_dev=per_dev, parts=parts)
     lowered = jax.jit(fn).lower(start, specs)
     _check_output_shapes(lowered.out_info, per_dev * mesh.size, outputs, extra)
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options=compiler_options(mesh.devices.flat[0].platform))
     release_free_heap()
     if key is not None:
         _CACHE[key] = compiled
