@@ -147,8 +147,8 @@ def spec_path(size: str) -> Path:
 def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64", share: bool = True) -> dict:
     """run_sweep on the size's grid: a cold run (compile + evaluation), then `repeats` warm runs (cached
     executable) for sizes up to 1e5. Returns the rates and the output path of the last run. share=False evaluates
-    every point in full (the work the numpy reference and the loop do); the benchmark grids end in the KV-bandwidth
-    axis, so by default run_sweep shares the link-blind work over it."""
+    every point in full (the work the numpy reference and the loop do); by default run_sweep shares the link-blind
+    part over the KV-bandwidth axis and the prefill part over the output length (sweep/sharing.py)."""
     from frontier_jax.sweep import load_spec, run_sweep
     from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
 
@@ -169,7 +169,7 @@ def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64", 
     evals = [r["eval"] for r in warm]
     ev = statistics.median(evals)
     # CPU seconds of the evaluation alone: the warm runs have no compile; for a cold-only size, subtract the
-    # compile's CPU share in proportion (compiles are single-threaded: about their wall time).
+    # compile's wall time: XLA compiles on up to ~1.6 cores, so for these sizes points per CPU-second is a lower bound.
     cpu = statistics.median([r["cpu"] for r in warm]) if n_warm else cold["cpu"] - cold["compile"]
     return dict(points=spec.size, compile_s=cold["compile"], eval_s=ev, eval_s_all=evals,
                 points_per_s=spec.size / ev, cpu_s=cpu, points_per_cpu_s=spec.size / max(cpu, 1e-9),
@@ -390,8 +390,9 @@ def table(res: dict) -> str:
                      f"{j['peak_rss_bytes'] / 2**20:>7.0f}MB {fmt_rate(dense and dense['points_per_s']):>11} "
                      f"{fmt_rate(n.get('numpy_points_per_s')):>11} {np_ratio:>9} "
                      f"{'-' if loop is None else f'{loop:.3f}':>9} {loop_ratio:>9} {j['load']:>5.1f}")
-    lines.append("(JAX/numpy and JAX/loop: the sweep as run, sharing the link-blind work over the KV-bandwidth axis; "
-                 "in brackets every point in full, the same work as numpy and the loop)")
+    lines.append("(JAX/numpy and JAX/loop: the sweep as run, its link-blind and prefill parts shared between points "
+                 "that differ only in inputs those parts ignore (sweep/sharing.py); in brackets every point in full, "
+                 "the same work as numpy and the loop)")
     if "kernel_only" in res:
         k = res["kernel_only"]
         lines.append(f"\nkernel only (no host copy, no netCDF), {k['points']:,} points: {k['points_per_s']:,.0f} "
