@@ -429,7 +429,7 @@ class qu:
         wait_mean = lam * es2 / (2.0 * (1.0 - rho)) * burst
         theta = qu.decay_rate(lam, service, weights) / burst
         x_mgf = 1.0 if extra_mgf is None else extra_mgf(theta)
-        tail = np.log(rho * qu.mgf(theta, service, weights) * x_mgf / (1.0 - q)) / theta
+        tail = (np.log(rho) + np.log(qu.mgf(theta, service, weights)) + np.log(x_mgf) - np.log1p(-q)) / theta
         quant = np.maximum(tail, own_quantile + extra_quantile)
         value = np.where(mean_mode, wait_mean + es + extra_mean, quant)
         return np.where(rho < 1.0, value, np.inf)

@@ -152,7 +152,9 @@ def sojourn(lam, service, weights, q, mean_mode, own_quantile, extra_mean=0.0, e
     wait_mean = lam * es2 / (2.0 * (1.0 - rho)) * burst
     theta = decay_rate(lam, service, weights) / burst
     x_mgf = 1.0 if extra_mgf is None else extra_mgf(theta)
-    tail = jnp.log(rho * mgf(theta, service, weights) * x_mgf / (1.0 - q)) / theta
+    # the log of each factor, not of their product: each MGF is at most e^60, but the product of two overflows
+    # float32 (3.4e38) when theta is large (deterministic arrivals: the burst factor's floor)
+    tail = (jnp.log(rho) + jnp.log(mgf(theta, service, weights)) + jnp.log(x_mgf) - jnp.log1p(-q)) / theta
     quant = jnp.maximum(tail, own_quantile + extra_quantile)
     value = jnp.where(mean_mode, wait_mean + es + extra_mean, quant)
     return jnp.where(rho < 1.0, value, jnp.inf)
