@@ -727,6 +727,11 @@ class op:  # noqa: N801
     def batched_zeros(x, dtype=None):
         return np.zeros_like(x, dtype=dtype)  # (batched only matters to vmap's tracing)
 
+    def _by_step(k, first, second, rest):
+        # JAX folds the two end evaluations into the solvers' loop (so the constraint is traced once); here the ends
+        # are evaluated before the loop, the same evaluations in the same order, and this selector is not needed
+        return first if k == 0 else second if k == 1 else rest
+
     def _log_ratio(value, bound):
         ok = (value > 0.0) & (bound > 0.0)
         r = np.log(np.where(ok, value, 1.0)) - np.log(np.where(ok, bound, 1.0))
@@ -795,7 +800,7 @@ class op:  # noqa: N801
         f = lambda u: fn(rate(u), args)  # noqa: E731
         zero = op.batched_zeros(hi)
         lo_u, hi_u = zero + op._logit(op.RANGE), zero + op._logit(1.0 - op.UTIL_MAX)
-        f_lo, f_hi = f(lo_u), f(hi_u)  # JAX: one vmapped call over the stacked ends
+        f_lo, f_hi = f(lo_u), f(hi_u)  # JAX: the loop's first two steps (op._by_step)
 
         def safe(x):
             return np.where(x != 0.0, x, 1.0)

@@ -50,6 +50,11 @@ def violation(lat: Latency, sc: Scenario):
     return jnp.maximum(jnp.maximum(t1, t2), t3)
 
 
+def _by_step(k, first, second, rest):
+    """The solvers' loop state after step k: step 0 evaluates the lower end, step 1 the upper end, then the search."""
+    return jax.tree.map(lambda u, v, w: jnp.where(k == 0, u, jnp.where(k == 1, v, w)), first, second, rest)
+
+
 def _bisect(fn, upper_fn, args):
     """Safeguarded Illinois false position in log-rate: bracket [a, b] with f(a) <= 0 < f(b); a secant step when
     both ends are finite and the step lands inside the middle 90 % of the bracket, bisection otherwise. Then
@@ -83,8 +88,7 @@ def _bisect(fn, upper_fn, args):
                   jnp.where(good, fx, fa_true), jnp.where(good, fb_true, fx), ok_lo)
         first = (a, fx, b, fb, side, fx, fb_true, fx <= 0.0)
         second = (a, fa, b, fx, side, fa_true, fx, ok_lo)
-        new = jax.tree.map(lambda u, v, w: jnp.where(k == 0, u, jnp.where(k == 1, v, w)), first, second, search)
-        return (k + 1,) + new, None
+        return (k + 1,) + _by_step(k, first, second, search), None
 
     zero = batched_zeros(hi)
     init = (jnp.int32(0), x_lo, zero, x_hi, zero, batched_zeros(hi, jnp.int32), zero, zero,
@@ -135,8 +139,7 @@ def _chandrupatla(fn, upper_fn, args):
         first = (x1, ft, x2, f2, x3, f3, t, ft)
         second = (x1, f1, x2, ft, x3, ft, t, f_lo)
         search = (x1n, f1n, x2n, f2n, x3n, f3n, tn, f_lo)
-        new = jax.tree.map(lambda u, v, w: jnp.where(k == 0, u, jnp.where(k == 1, v, w)), first, second, search)
-        return (k + 1,) + new, None
+        return (k + 1,) + _by_step(k, first, second, search), None
 
     init = (jnp.int32(0), lo_u, zero, hi_u, zero, hi_u, zero, zero + 0.5, zero)
     (_, x1, f1, x2, f2, _, _, _, f_lo), _ = scan(step, init, 2 + CONTINUOUS_STEPS)

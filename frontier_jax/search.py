@@ -7,6 +7,7 @@ quantity stays an array input.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -63,31 +64,21 @@ def _chunk_upper(args):
     return chunked.rate_upper(*args)
 
 
-def _prefill_fn(lam, args):  # the full model: exposed transfer, link queue and the link's capacity
+def _prefill_violation(link, lam, args):
     p, tp, ov = args
-    return op.violation(disaggregated.prefill_latency(p, tp, ov, 2, lam), p.sc)
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam), p.sc)
 
 
-def _prefill_upper(args):
-    return disaggregated.prefill_rate_upper(*args, 2)
+def _prefill_rate_upper(link, args):
+    return disaggregated.prefill_rate_upper(*args, link)
 
 
-def _prefill_exposed_fn(lam, args):  # the exposed transfer only (the indirect tax)
-    p, tp, ov = args
-    return op.violation(disaggregated.prefill_latency(p, tp, ov, 1, lam), p.sc)
-
-
-def _prefill_exposed_upper(args):
-    return disaggregated.prefill_rate_upper(*args, 1)
-
-
-def _prefill_blind_fn(lam, args):  # infinite bandwidth (the reference of the KV tax)
-    p, tp, ov = args
-    return op.violation(disaggregated.prefill_latency(p, tp, ov, 0, lam), p.sc)
-
-
-def _prefill_blind_upper(args):
-    return disaggregated.prefill_rate_upper(*args, 0)
+# The prefill pool's constraint and upper rate with the link mode fixed at trace time (module-level objects: the
+# rate solver takes them as static arguments): 2 the full model (exposed transfer, link queue, link capacity), 1
+# the exposed transfer only (the indirect tax), 0 infinite bandwidth (the reference of the KV tax).
+_prefill_fn, _prefill_upper = partial(_prefill_violation, 2), partial(_prefill_rate_upper, 2)
+_prefill_exposed_fn, _prefill_exposed_upper = partial(_prefill_violation, 1), partial(_prefill_rate_upper, 1)
+_prefill_blind_fn, _prefill_blind_upper = partial(_prefill_violation, 0), partial(_prefill_rate_upper, 0)
 
 
 def _prefill_link_fn(lam, args):  # the link mode as an array (0, 1 or 2): any mode in one traced program

@@ -82,6 +82,7 @@ WRITE_SECONDS = 1.0   # ... or whatever was computed in this long, whichever com
 CPU_CHUNK_PER_DEVICE = 1024
 GPU_CHUNK_PER_DEVICE = 65536
 
+
 def compiler_options(platform: str) -> dict[str, Any]:
     """tracing.COMPILER_OPTIONS on the CPU; a GPU's defaults, where the run time, not the compile, dominates."""
     return dict(COMPILER_OPTIONS) if platform == "cpu" else {}

@@ -77,7 +77,8 @@ class SweepKernel:
     and gathered (sweep/sharing.py): the link-blind searches, which ignore the KV bandwidth and the price, and the
     linked prefill search, which ignores the decode side."""
 
-    shared_parts = {"unlinked": LINK_ONLY_INPUTS, "prefill": DECODE_ONLY_INPUTS}
+    PARTS = {"unlinked": (evaluate_unlinked, LINK_ONLY_INPUTS), "prefill": (evaluate_prefill, DECODE_ONLY_INPUTS)}
+    shared_parts = {name: ignores for name, (_, ignores) in PARTS.items()}  # what sweep/sharing.py reads
 
     def __init__(self, spec: SweepSpec, space: SearchSpace):
         check_spec(spec)
@@ -103,11 +104,10 @@ class SweepKernel:
         """`heads[name]`: the representative points of shared part `name` (a subset of self.shared_parts);
         `which[name]`: each point's position among them. A point and its representative must differ only in inputs
         the part ignores. Parts not named are evaluated per point."""
-        fns = {"unlinked": evaluate_unlinked, "prefill": evaluate_prefill}
         parts = {}
         for name, hpts in heads.items():
             hpoint, hdemand, _ = point_inputs(self.spec, hpts, self.tables)
-            part = jax.vmap(lambda p, d, f=fns[name]: f(p, d, self.space))(hpoint, hdemand)
+            part = jax.vmap(lambda p, d, f=self.PARTS[name][0]: f(p, d, self.space))(hpoint, hdemand)
             parts[name] = jax.tree.map(lambda x, w=which[name]: jnp.take(x, w, axis=0), part)
         point, demand, price = point_inputs(self.spec, pts, self.tables)
         out = jax.vmap(lambda p, d, c, u, q: evaluate_point(p, d, c, self.space, u, q))(
