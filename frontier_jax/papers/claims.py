@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -31,15 +30,16 @@ import pandas as pd
 from scipy.special import ndtri
 from scipy.stats import poisson
 
-from .. import primitives
-from ..catalog import REPO_ROOT, load_hardware, load_model
+from .. import api as primitives
+from ..costmodel.catalog import load_hardware, load_model
+from ..costmodel.cost import PER_MTOK, SECONDS_PER_HOUR
+from ..costmodel.latency import kv_bytes_per_token, kv_capacity_tokens, weight_bytes
 from ..errors import FrontierError
-from ..latency import kv_bytes_per_token, kv_capacity_tokens, weight_bytes
-from ..search import PER_MTOK, SECONDS_PER_HOUR
+from ..resources import data_file
 from .registry import RELAXED_S, plan_system, run_plans
 
 ENGINE = "vllm-2023"
-CLAIMS_FILE = REPO_ROOT / "data" / "published_claims.csv"
+CLAIMS_FILE = data_file("published_claims.csv")
 LOG2 = math.log(2.0)
 
 # ShareGPT as used by vLLM and DistServe (OPT tokenizer): vLLM SOSP'23 Fig. 11 means (input 161.3, output 338.0
@@ -59,8 +59,6 @@ SPLITWISE_PRICE = {"a100-80gb-sxm": 17.6 / 8, "h100-80gb-sxm": 38.0 / 8}
 def load_claims(path: str | Path | None = None) -> pd.DataFrame:
     """The published claims table (every column, sources in `where`)."""
     p = Path(path) if path is not None else CLAIMS_FILE
-    if path is None and not p.exists():  # installed without the repository: the shipped 17-row copy
-        p = Path(str(resources.files("frontier_jax") / "data" / "published_claims.csv"))
     df = pd.read_csv(p, dtype=str, keep_default_na=False)
     for col in ("value_low", "value_high"):
         df[col] = df[col].astype(float)
@@ -68,7 +66,7 @@ def load_claims(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def _workload_rows() -> dict[str, dict]:
-    text = (resources.files("frontier_jax") / "data" / "workloads.csv").read_text()
+    text = data_file("workloads.csv").read_text()
     return {r["workload"]: r for r in csv.DictReader(text.splitlines())}
 
 
@@ -624,7 +622,7 @@ EXPLANATIONS: dict[str, str] = {
 
 
 def _explanation_context(engine: str) -> dict:
-    from ..calibration import load_efficiency
+    from ..costmodel.catalog import load_efficiency
     eff = load_efficiency(engine)
     step = float(primitives.decode_step_time("a100-80gb-sxm", "opt-13b", 1, 544, 1, engine=engine))
     pre = float(primitives.prefill_time("a100-80gb-sxm", "opt-13b", 512, 1, engine=engine))
@@ -635,7 +633,6 @@ def _explanation_context(engine: str) -> dict:
 
 
 def _layers(model: str) -> float:
-    from ..catalog import load_model
     return float(load_model(model).layers)
 
 

@@ -47,12 +47,13 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .. import inputs
-from ..catalog import load_hardware, load_model
+from ..costmodel import inputs
+from ..costmodel.catalog import load_hardware, load_model
+from ..costmodel.cost import PER_MTOK, SECONDS_PER_HOUR, evaluate_point
+from ..costmodel.latency import kv_bytes_per_token
+from ..costmodel.types import ARCHS, SearchSpace
 from ..errors import FrontierError
-from ..evaluate import FLAGS, VARIABLES
-from ..latency import kv_bytes_per_token
-from ..search import ARCHS, SECONDS_PER_HOUR, PER_MTOK, SearchSpace, evaluate_point
+from ..variables import POINT_VARIABLES
 
 RELAXED_S = 1.0e4       # a latency bound that never binds (s)
 BUCKET = 256            # points per kernel call: one compiled shape for every batch
@@ -68,6 +69,9 @@ _EVAL_ARGS = ("input_len", "output_len", "ttft", "tpot", "percentile", "rate", "
               "flops_scale", "n_prefill", "n_decode")
 _EVAL_DEFAULTS = dict(input_len=2048, output_len=256, ttft=2.0, tpot=0.05, percentile=0.99)
 _POOLS_FROM_SYSTEM = "system"
+_SHORT = {"cost_per_mtok": "cost", "prefill_cost": "prefill", "decode_cost": "decode", "kv_tax_direct": "kv_direct",
+          "kv_tax_indirect": "kv_indirect", "cost_per_mtok_total": "cost_total", "ttft_achieved": "ttft",
+          "tpot_achieved": "tpot"}
 
 
 # ----------------------------------------------------------------------------------------------- the registry
@@ -207,7 +211,7 @@ def _padded(key, values) -> tuple:
 def _kernel(point, demand, price, space: SpaceArrays):
     def one(p, d, c, s):
         ss = SearchSpace(**{f: tuple(getattr(s, f)[i] for i in range(SPACE_LEN[f])) for f in SPACE_FIELDS})
-        return evaluate_point(p, d, c, ss)
+        return evaluate_point(p, d, c, ss)._asdict()
     return jax.vmap(one)(point, demand, price, space)
 
 
@@ -250,7 +254,7 @@ def run_jobs(jobs: list[Job]) -> list[dict[str, np.ndarray]]:
     for start in range(0, padded, BUCKET):
         (pt, dm, pr), sp = jax.tree.map(lambda x, s=start: x[s:s + BUCKET], allin)
         outs.append(jax.tree.map(np.asarray, _kernel(pt, dm, pr, sp)))
-    merged = {k: np.concatenate([o[k] for o in outs])[:total] for k in outs[0]}
+    merged = {_SHORT.get(k, k): np.concatenate([o[k] for o in outs])[:total] for k in outs[0]}
     results, at = [], 0
     for n in sizes:
         results.append({k: v[at:at + n] for k, v in merged.items()})
@@ -464,16 +468,9 @@ def run_plans(plans: list[Plan]) -> list[dict]:
 def system_dataset(res: dict, shape: tuple, attrs: dict) -> xr.Dataset:
     """The system's result as a Dataset with the same variable names, units and long names as `evaluate`."""
     lead = ("point",) if shape else ()
-    data = {}
     get = (lambda v: np.asarray(v)) if shape else (lambda v: np.asarray(v)[0])
-    names = {"cost": "cost", "prefill": "prefill", "decode": "decode", "kv_tax": "kv_tax", "kv_direct": "kv_direct",
-             "kv_indirect": "kv_indirect", "cost_total": "cost_total"}
-    for key, (name, units, long_name) in VARIABLES.items():
-        data[name] = (lead, get(res[names.get(key, key)]), {"units": units, "long_name": long_name})
-    for key, (name, units, long_name, values, meanings) in FLAGS.items():
-        data[name] = (lead, get(res[key]).astype(np.int8),
-                      {"units": units, "long_name": long_name, "flag_values": np.asarray(values, np.int8),
-                       "flag_meanings": meanings})
+    data = {v.name: (lead, get(res[_SHORT.get(v.name, v.name)]).astype(v.dtype), v.attrs())
+            for v in POINT_VARIABLES if v.dims == ("arch",)}
     ds = xr.Dataset(data, coords={"arch": ((), attrs["arch"], {"long_name": "serving architecture"})})
     ds.attrs.update({"title": f"frontier-jax evaluation of {attrs['system']}", **attrs})
     return ds

@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..calibration import calibration_record
-from ..catalog import load_hardware
-from ..search import ARCHS, SearchSpace
+from ..costmodel.catalog import calibration_record, load_hardware
+from ..costmodel.types import ARCHS, SearchSpace
 from .claims import ENGINE, LOG2, predict_claims
 from .frontier import HARDWARE, WORKLOADS, common_frame, plot_frontier
 from .registry import SPACE_FIELDS, Job, run_jobs
@@ -423,9 +422,8 @@ def refresh_docs(out_dir: str | Path, docs_path: str | Path | None = None) -> Pa
     """Rewrite the generated sections of docs/papers.md (between `<!-- name:start -->` and `<!-- name:end -->`
     markers: claims, explanations, frame, seed) from a `reproduce` output directory, after the core model or its
     calibration changed."""
-    from ..catalog import REPO_ROOT
     out = Path(out_dir)
-    docs = Path(docs_path) if docs_path is not None else REPO_ROOT / "docs" / "papers.md"
+    docs = Path(docs_path) if docs_path is not None else Path(__file__).resolve().parents[2] / "docs" / "papers.md"
     df = pd.read_csv(out / "claims.csv")
     rep = (out / "REPORT.md").read_text()
     stamp = rep.splitlines()[2] if len(rep.splitlines()) > 2 else ""

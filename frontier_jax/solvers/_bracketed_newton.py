@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from frontier_jax.solvers._reasons import CONVERGED, KINK, MAX_STEPS, NO_SIGN_CHANGE, NON_FINITE
+from frontier_jax.solvers._outcomes import CONVERGED, KINK, MAX_STEPS, NO_SIGN_CHANGE, NON_FINITE
 from frontier_jax.solvers._root_find import Solution
 
 SCAN, REFINE, BELOW, ABOVE, SENS, DONE = range(6)
@@ -64,7 +64,7 @@ class State(NamedTuple):
     best_f: jax.Array
     best_df: jax.Array
     collapsed: jax.Array
-    reason: jax.Array            # -1 until decided
+    outcome: jax.Array            # -1 until decided
     # kink probes
     f_minus: jax.Array
     df_minus: jax.Array
@@ -87,7 +87,7 @@ class BracketedNewton:
     """Configuration (static, hashable). Tolerances are in the units of y and f.
 
     samples: bracket samples of the coarse scan (>= 2); a pair of roots closer than one sample spacing is missed.
-    max_steps: refinement steps before giving up (reason max_steps).
+    max_steps: refinement steps before giving up (outcome max_steps).
     ftol: converged when |f| <= ftol (pick it above the noise floor of f).
     xtol: the bracket collapsed when its width <= xtol * (upper - lower) with |f| still > ftol: a jump (kink);
         the root is then the bracket's midpoint.
@@ -129,7 +129,7 @@ class BracketedNewton:
                      prev_valid=f, last_pos=f, seen=f, crossings=i0, found=i0, prev_y=lower, prev_f=nan,
                      prev_df=nan, aux_first=aux0, aux_last=aux0, a=lower, fa=nan, dfa=nan, b=upper, fb=nan,
                      dfb=nan, x=lower, dx=width, dx_old=width, steps=i0, best_y=nan, best_f=inf, best_df=nan,
-                     collapsed=f, reason=jnp.int32(-1), f_minus=nan, df_minus=nan, sig_minus=sig0, aux_minus=aux0,
+                     collapsed=f, outcome=jnp.int32(-1), f_minus=nan, df_minus=nan, sig_minus=sig0, aux_minus=aux0,
                      f_plus=nan, df_plus=nan, sig_plus=sig0, aux_plus=aux0, grads=jnp.zeros((m,), dt))
 
     def _scan_y(self, s: State):
@@ -170,13 +170,13 @@ class BracketedNewton:
     def postprocess(self, s: State) -> Solution:
         dt = s.lower.dtype
         nan = jnp.asarray(jnp.nan, dt)
-        located = (s.reason == CONVERGED) | (s.reason == KINK)
-        smooth = s.reason == CONVERGED
+        located = (s.outcome == CONVERGED) | (s.outcome == KINK)
+        smooth = s.outcome == CONVERGED
         slope = jnp.where(located, s.best_df, nan)
         safe = jnp.where(smooth & (s.best_df != 0), s.best_df, 1.0)
         sens = jnp.where(smooth & (s.best_df != 0), -s.grads / safe, nan)
-        value = jnp.where(located | (s.reason == MAX_STEPS), s.best_f, nan)
-        return Solution(root=jnp.where(located, s.best_y, nan), value=value, slope=slope, reason=s.reason,
+        value = jnp.where(located | (s.outcome == MAX_STEPS), s.best_f, nan)
+        return Solution(root=jnp.where(located, s.best_y, nan), value=value, slope=slope, outcome=s.outcome,
                         steps=s.steps, evaluations=s.evaluations, crossings=s.crossings, sensitivities=sens,
                         aux_below=_where(located, s.aux_minus, s.aux_first),
                         aux_above=_where(located, s.aux_plus, s.aux_last))
@@ -212,7 +212,7 @@ class BracketedNewton:
                            best_f=best[1], best_df=best[2], dx=b - a, dx_old=b - a)
         r = _where(go, start, r)
         stop = jnp.where((found == 2) | ~seen, NON_FINITE, NO_SIGN_CHANGE).astype(jnp.int32)
-        return _where(last & ~go, r._replace(phase=jnp.int32(DONE), reason=stop), r)
+        return _where(last & ~go, r._replace(phase=jnp.int32(DONE), outcome=stop), r)
 
     def _refine(self, s: State, f, df) -> State:
         x = s.x
@@ -240,8 +240,8 @@ class BracketedNewton:
         # A collapsed bracket straddles a jump: report its midpoint (no slope there).
         r = _where(collapsed, r._replace(best_y=0.5 * (a + b), best_df=jnp.asarray(jnp.nan, x.dtype)), r)
         phase = jnp.select([nan, converged, collapsed, out_of_steps], [DONE, BELOW, BELOW, DONE], REFINE)
-        reason = jnp.select([nan, converged | collapsed, out_of_steps], [NON_FINITE, -1, MAX_STEPS], -1)
-        return r._replace(phase=phase.astype(jnp.int32), reason=reason.astype(jnp.int32),
+        outcome = jnp.select([nan, converged | collapsed, out_of_steps], [NON_FINITE, -1, MAX_STEPS], -1)
+        return r._replace(phase=phase.astype(jnp.int32), outcome=outcome.astype(jnp.int32),
                           collapsed=~nan & collapsed)
 
     def _classify(self, s: State, f, df, sig, aux) -> State:
@@ -259,7 +259,7 @@ class BracketedNewton:
         kink = s.collapsed | ~finite | slopes_differ | jump | switched | degenerate
         m = s.grads.shape[0]
         phase = jnp.where(~kink & (m > 0), SENS, DONE).astype(jnp.int32)
-        return s._replace(phase=phase, k=jnp.int32(0), reason=jnp.where(kink, KINK, CONVERGED).astype(jnp.int32),
+        return s._replace(phase=phase, k=jnp.int32(0), outcome=jnp.where(kink, KINK, CONVERGED).astype(jnp.int32),
                           f_plus=fp, df_plus=dfp, sig_plus=sig, aux_plus=aux)
 
     def _sens(self, s: State, df) -> State:

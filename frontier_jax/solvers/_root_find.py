@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from frontier_jax.solvers._reasons import CONVERGED, KINK
+from frontier_jax.solvers._outcomes import CONVERGED, KINK
 
 # fn(y, theta, args) -> (f, (signature, aux)): scalar f; `signature` an array of the discrete choices that define
 # the smooth branch f is on (a change between the two kink probes flags a kink); `aux` any pytree carried to the
@@ -25,21 +25,21 @@ RootFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, tuple[jax.Array,
 class Solution(NamedTuple):
     """The result of one scalar solve (vmapped solves give arrays with a leading batch axis)."""
 
-    root: jax.Array           # y*: the lowest root in the bracket; NaN unless reason is converged or kink
+    root: jax.Array           # y*: the lowest root in the bracket; NaN unless outcome is converged or kink
     value: jax.Array          # f(y*), the residual; for max_steps the smallest |f| seen; NaN otherwise
     slope: jax.Array          # df/dy at y* (NaN when there is no root)
-    reason: jax.Array         # int32 code, an index into REASONS
+    outcome: jax.Array         # int32 code, an index into OUTCOMES
     steps: jax.Array          # refinement steps (Newton or bisection), int32
     evaluations: jax.Array    # evaluations of f, each one forward-mode jvp, int32
     crossings: jax.Array      # sign changes of f between the bracket samples (a lower bound on the roots), int32
-    sensitivities: jax.Array  # (m,) dy*/dtheta_j = -(df/dtheta_j)/(df/dy) at y*; NaN unless reason is converged
+    sensitivities: jax.Array  # (m,) dy*/dtheta_j = -(df/dtheta_j)/(df/dy) at y*; NaN unless outcome is converged
     aux_below: Any            # aux just below the root, or at the bracket's lower end when there is no root
     aux_above: Any            # aux just above the root, or at the bracket's upper end when there is no root
 
     @property
     def located(self) -> jax.Array:
-        """True where the root is located to tolerance (reason converged or kink)."""
-        return (self.reason == CONVERGED) | (self.reason == KINK)
+        """True where the root is located to tolerance (outcome converged or kink)."""
+        return (self.outcome == CONVERGED) | (self.outcome == KINK)
 
 
 def root_find(fn: RootFn, solver: Any, lower: jax.Array, upper: jax.Array, theta: jax.Array, args: Any = None, *,
@@ -49,7 +49,7 @@ def root_find(fn: RootFn, solver: Any, lower: jax.Array, upper: jax.Array, theta
     `theta` is a 1-D array of the parameters the root's sensitivities are taken with respect to (may be empty);
     `args` is anything else fn needs (a pytree of arrays, not differentiated). `aux_like` is the structure of fn's
     second output `(signature, aux)` (arrays or ShapeDtypeStructs); by default it is found with `jax.eval_shape`,
-    which traces fn once more. Never raises for a bad point: the outcome is `Solution.reason`."""
+    which traces fn once more. Never raises for a bad point: the outcome is `Solution.outcome`."""
     dtype = jnp.result_type(lower, upper, float)
     lower, upper = jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
     theta = jnp.asarray(theta, dtype)

@@ -1,0 +1,163 @@
+"""Calibration of the efficiency terms with optax, and its report (fit and leave-one-group-out errors).
+
+    python -m frontier_jax.fit          # refit both engines, rewrite frontier_jax/data/calibration.json
+
+engine "vllm-2023": per-iteration prefill and decode latencies (data/measured_latency.csv: SplitwiseSim's
+vLLM profile and the Sarathi-Serve artifact). engine "current": mean TTFT and TPOT of closed-loop serving runs of
+vLLM 0.12 on H100 (data/measured_serving_current.csv), predicted by the closed-loop model. Loss: mean squared log
+error. Groups for leave-one-group-out: (model, hardware, precision, TP).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..costmodel import latency as lat
+from ..costmodel.arch.closed_loop import closed_loop
+from ..costmodel.catalog import CALIBRATION_FILE, PRIOR, stacked_hardware, stacked_models
+from ..costmodel.types import Efficiency, Point, Scenario
+from ..resources import data_file
+
+DATA = data_file("")
+CURRENT_CHUNK = 2048.0  # vLLM V1 default max_num_batched_tokens for online serving (api server), chunked prefill on
+
+
+def _rows(name):
+    with open(DATA / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def to_params(u) -> Efficiency:
+    s = jax.nn.sigmoid
+    return Efficiency(s(u[0]), 0.5 * s(u[1]), s(u[2]), 0.5 * s(u[3]), jnp.exp(u[4]), jnp.exp(u[5]), jnp.exp(u[6]))
+
+
+def from_params(e: Efficiency):
+    logit = lambda x: np.log(x / (1 - x))  # noqa: E731
+    return jnp.asarray([logit(e.eta_flops), logit(2 * e.eta_flops_decay), logit(e.eta_hbm),
+                        logit(2 * e.eta_hbm_decay), np.log(e.overhead), np.log(e.overhead_tp),
+                        np.log(e.allreduce_latency)], dtype=float)
+
+
+def iteration_data():
+    rows = _rows("measured_latency.csv")
+    f = lambda k: jnp.asarray([float(r[k]) for r in rows])  # noqa: E731
+    return dict(hw=stacked_hardware([r["hardware"] for r in rows]), md=stacked_models([r["model"] for r in rows]),
+                tp=f("tp"), batch=f("batch"), prompt=f("prompt_tokens"), context=f("context"),
+                prefill=jnp.asarray([r["phase"] == "prefill" for r in rows]), time=f("time_ms") / 1e3,
+                group=[f'{r["model"]}/{r["hardware"]}/TP{r["tp"]}' for r in rows])
+
+
+def predict_iterations(eff: Efficiency, d):
+    def one(hw, md, tp, batch, prompt, context, is_prefill):
+        pre = lat.prefill_seconds(hw, md, eff, prompt, tp, batch)
+        dec = lat.decode_seconds(hw, md, eff, batch, context, tp)
+        return jnp.where(is_prefill, pre, dec)
+    return jax.vmap(one)(d["hw"], d["md"], d["tp"], d["batch"], d["prompt"], d["context"], d["prefill"])
+
+
+def serving_data():
+    rows = _rows("measured_serving_current.csv")
+    f = lambda k: jnp.asarray([float(r[k]) for r in rows])  # noqa: E731
+    return dict(hw=stacked_hardware([r["hardware"] for r in rows]), md=stacked_models([r["model"] for r in rows]),
+                tp=f("tp"), isl=f("input_len"), osl=f("output_len"), conc=f("concurrency"),
+                fp8=jnp.asarray([float(r["precision"] == "fp8") for r in rows]),
+                ttft=f("ttft_ms") / 1e3, tpot=f("tpot_ms") / 1e3,
+                group=[f'{r["model"]}/{r["precision"]}/TP{r["tp"]}' for r in rows])
+
+
+def predict_serving(eff: Efficiency, d):
+    def one(hw, md, tp, isl, osl, conc, fp8):
+        sc = Scenario.build(input_len=isl, output_len=osl, ttft=1.0, tpot=1.0, q=0.5, mean_mode=1.0, fp8=fp8)
+        ttft, tpot, _ = closed_loop(Point(hw, md, eff, sc), tp, jnp.zeros_like(isl) + CURRENT_CHUNK, conc)
+        return ttft, tpot
+    return jax.vmap(one)(d["hw"], d["md"], d["tp"], d["isl"], d["osl"], d["conc"], d["fp8"])
+
+
+def _loss_fn(engine):
+    if engine == "vllm-2023":
+        def loss(u, d, mask):
+            err = jnp.log(predict_iterations(to_params(u), d)) - jnp.log(d["time"])
+            return jnp.sum(jnp.where(mask, err**2, 0.0)) / jnp.sum(mask)
+    else:
+        def loss(u, d, mask):
+            ttft, tpot = predict_serving(to_params(u), d)
+            e1 = jnp.log(ttft) - jnp.log(d["ttft"])
+            e2 = jnp.log(tpot) - jnp.log(d["tpot"])
+            e = jnp.where(jnp.isfinite(e1), e1, 10.0) ** 2 + jnp.where(jnp.isfinite(e2), e2, 10.0) ** 2
+            return jnp.sum(jnp.where(mask, e, 0.0)) / jnp.sum(mask)
+    return loss
+
+
+def _arrays(d):
+    return {k: v for k, v in d.items() if k != "group"}
+
+
+def fit(engine: str, mask=None, steps=600, lr=0.05):
+    d = iteration_data() if engine == "vllm-2023" else serving_data()
+    mask = jnp.ones(len(d["group"]), bool) if mask is None else mask
+    loss = jax.jit(_loss_fn(engine))
+    grad = jax.jit(jax.value_and_grad(_loss_fn(engine)))
+    opt = optax.adam(lr)
+    u = from_params(PRIOR)
+    state = opt.init(u)
+    arrays = _arrays(d)
+    best = (np.inf, u)
+    for _ in range(steps):
+        val, g = grad(u, arrays, mask)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        if float(val) < best[0]:
+            best = (float(val), u)
+        upd, state = opt.update(g, state)
+        u = optax.apply_updates(u, upd)
+    return to_params(best[1]), float(loss(best[1], arrays, mask))
+
+
+def _errors(engine, eff, d):
+    arrays = _arrays(d)
+    if engine == "vllm-2023":
+        return {"time": np.asarray(predict_iterations(eff, arrays)) / np.asarray(d["time"]) - 1.0}
+    ttft, tpot = predict_serving(eff, arrays)
+    return {"ttft": np.asarray(ttft) / np.asarray(d["ttft"]) - 1.0, "tpot": np.asarray(tpot) / np.asarray(d["tpot"]) - 1.0}
+
+
+def report(engine, eff, logo_steps=300):
+    d = iteration_data() if engine == "vllm-2023" else serving_data()
+    groups = sorted(set(d["group"]))
+    rel = _errors(engine, eff, d)
+    out = {"rows": len(d["group"]), "fit": {}, "per_group": {}, "leave_one_group_out": {}}
+    for k, e in rel.items():
+        out["fit"][k] = {"median_abs_rel_error": float(np.median(np.abs(e))),
+                         "mean_abs_rel_error": float(np.mean(np.abs(e))), "max_abs_rel_error": float(np.max(np.abs(e)))}
+    g_arr = np.asarray(d["group"])
+    for g in groups:
+        m = g_arr == g
+        out["per_group"][g] = {k: float(np.mean(np.abs(e[m]))) for k, e in rel.items()}
+        held, _ = fit(engine, mask=jnp.asarray(~m), steps=logo_steps)
+        e_held = _errors(engine, held, d)
+        out["leave_one_group_out"][g] = {k: float(np.mean(np.abs(e[m]))) for k, e in e_held.items()}
+    return out
+
+
+def main(argv=None):
+    result = {}
+    for engine in ("vllm-2023", "current"):
+        eff, loss = fit(engine)
+        rep = report(engine, eff)
+        rep["loss_mean_squared_log_error"] = loss
+        result[engine] = {"params": {k: float(v) for k, v in eff._asdict().items()}, "report": rep}
+        print(engine, json.dumps(result[engine], indent=1), file=sys.stderr)
+    CALIBRATION_FILE.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {CALIBRATION_FILE}")
+
+
+if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
+    main()

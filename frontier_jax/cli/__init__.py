@@ -1,0 +1,48 @@
+"""The `frontier` command line: one module per command, each with `register(subparsers)` and `run(args)`. User
+mistakes print one line and exit 2; no traceback, no half-written file."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import FrontierError
+from . import breakeven, calibrate, catalog, evaluate, merge, plot, reproduce, sweep, validate
+
+COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, reproduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    p = argparse.ArgumentParser(prog="frontier", description="Cost per SLO-compliant token of colocated, chunked-"
+                                "prefill and disaggregated LLM serving; million-point sweeps in JAX. With no "
+                                "arguments: run the default sweep (sweeps/default.toml).")
+    sub = p.add_subparsers(dest="command")
+    for command in COMMANDS:
+        command.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run `frontier ARGS`; returns the exit status (0, 1 for a closed pipe, 2 for a user mistake, 130 on Ctrl-C)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        a = parser.parse_args(["sweep"])
+    try:
+        a.run(a)
+    except FrontierError as err:
+        print(f"frontier: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("frontier: interrupted; rerun with --resume to continue a sweep", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Colocated continuous batching with prefill priority (vLLM 2023), one instance of TP degree `tp` at Poisson
+rate `lam`. A prefill iteration (one prompt) stalls every running decode (MODEL.md section 4.1).
+
+TPOT of a request: its decode life L must fit n decode steps of time t between prefills. Prefills have priority,
+so L is a delay busy period of an M/G/1 queue started by the work X0 = n t + B0, where B0 is the prefill backlog
+that queued behind the request while it waited (arrivals during its TTFT). Busy-period moments give the mean,
+variance and skewness of L; the q-quantile of TPOT = L / n follows by Cornish-Fisher (docs/model.md).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import queueing as qu
+from . import common as c
+
+
+def latency(p: c.Point, tp, lam) -> c.Latency:
+    """TTFT and TPOT of one colocated instance (TP tp) at Poisson rate lam requests/s."""
+    sc = p.sc
+    s, w, s_q = c.prefill_nodes(p, tp)
+    es, es2, es3 = qu.expect(s, w), qu.expect(s**2, w), qu.expect(s**3, w)
+    rho = lam * es
+    stable = rho < 1.0
+    g = jnp.where(stable, 1.0 - rho, 1.0)
+    n = c.decode_steps(sc)
+    ctx = c.mean_context(sc)
+    br = c.decode_affine(p, tp, ctx)
+    wait = lam * es2 / (2.0 * g)  # Pollaczek-Khinchine (Poisson arrivals)
+    sojourn_mean = wait + es
+    backlog = rho * sojourn_mean  # prefill work queued behind the request when its first token comes out
+    b = jnp.where(stable, c.batch_fixed_point(br, lam * n / g, lam * backlog / g), jnp.inf)
+    step = c.affine_time(br, 1.0 + b)
+    x0 = n * step + backlog
+    life = x0 / g
+    var = (x0 * lam * es2 / g**3 + lam * es2 * sojourn_mean / g**2
+           + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
+    mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
+    skew = mu3 / jnp.maximum(var, 1e-300) ** 1.5
+    tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, c.normal_z(sc), sc.mean_mode,
+                                                       c.affine_time(br, 1.0)), jnp.inf)
+    # TTFT: M/G/1 prefill queue with decode iterations as vacations (residual uniform on [0, step]).
+    busy = 1.0 - jnp.exp(-b)
+    ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,
+                      extra_mgf=lambda th: busy * qu.uniform_mgf(th, step) + 1.0 - busy,
+                      extra_quantile=busy * sc.q * step, arrival_ca2=sc.arrival_ca2)
+    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
+
+
+def rate_upper(p: c.Point, tp):
+    """An upper bound on the instance's rate: prefill saturation or twice the KV-memory limit."""
+    s, w, _ = c.prefill_nodes(p, tp)
+    ctx = c.mean_context(p.sc)
+    br = c.decode_affine(p, tp, ctx)
+    mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(p.sc) * c.affine_time(br, 1.0))
+    return jnp.minimum(1.0 / qu.expect(s, w), mem)

@@ -1,0 +1,101 @@
+"""What every architecture needs: the per-point inputs, the decode-batch fixed point and the TPOT tail."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import latency as lat
+from .. import queueing as qu
+from ..types import Latency, Point, Scenario
+
+__all__ = ["Latency", "Point", "Scenario", "decode_steps", "mean_context", "decode_affine", "affine_time",
+           "affine_slope", "batch_fixed_point", "normal_z", "batch_quantile", "batch_variance_over_lifetime",
+           "kv_batch_limit", "prefill_nodes"]
+
+
+def decode_steps(sc: Scenario):
+    """Decode iterations per request after the first token (at least one, so O = 1 stays finite)."""
+    return jnp.maximum(sc.output_len - 1.0, 1.0)
+
+
+def mean_context(sc: Scenario):
+    """Time-averaged context of a decoding request: prompt plus half the (length-biased) output."""
+    return sc.input_len + 0.5 * sc.output_len * (1.0 + sc.output_cv**2)
+
+
+def decode_affine(p: Point, tp, context):
+    """Decode step time as max of two affine maps of the batch b: (a1 + s1 b, a2 + s2 b)."""
+    t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8)
+    f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8)
+    eta_f = p.eff.eta_flops * tp ** (-p.eff.eta_flops_decay)
+    eta_b = p.eff.eta_hbm * tp ** (-p.eff.eta_hbm_decay)
+    s_compute = f1 / (tp * lat.peak_flops(p.hw, p.sc.fp8) * eta_f)
+    mem0 = lat.weight_bytes(p.model, p.sc.fp8) / (tp * p.hw.hbm_bandwidth * eta_b)
+    s_memory = m1 / (tp * p.hw.hbm_bandwidth * eta_b) - mem0
+    extra0 = t0 - mem0  # overhead and all-reduce latency at b = 0 (memory-bound at b = 0)
+    s_extra = _ring_slope(p, tp)
+    return (extra0, s_compute + s_extra), (extra0 + mem0, s_memory + s_extra)
+
+
+def _ring_slope(p: Point, tp):
+    ring = 2.0 * (tp - 1.0) / tp * p.model.hidden * lat.ACTIVATION_BYTES / p.hw.nvlink_bandwidth
+    return jnp.where(tp > 1.0, 2.0 * p.model.layers * ring, 0.0)
+
+
+def affine_time(branches, b):
+    """Decode step time at batch b from decode_affine's two branches."""
+    (a1, s1), (a2, s2) = branches
+    return jnp.maximum(a1 + s1 * b, a2 + s2 * b)
+
+
+def affine_slope(branches, b):
+    """d(step time)/d(batch) of the active branch at batch b."""
+    (a1, s1), (a2, s2) = branches
+    return jnp.where(a1 + s1 * b >= a2 + s2 * b, s1, s2)
+
+
+def batch_fixed_point(branches, arrivals_per_step, constant=0.0):
+    """Mean occupancy b of an M/G/infinity decode pool whose residence is n steps of t(1 + b) each, plus a constant:
+    b = c + r t(1 + b) with r = lambda n / (1 - stall fraction). For t the max of increasing affine maps the fixed
+    point is the max of the branches' fixed points."""
+    out = []
+    for a, s in branches:
+        den = 1.0 - arrivals_per_step * s
+        b = (constant + arrivals_per_step * (a + s)) / jnp.where(den > 0.0, den, 1.0)
+        out.append(jnp.where(den > 0.0, b, jnp.inf))
+    return jnp.maximum(*out)
+
+
+def normal_z(sc: Scenario):
+    """The standard normal quantile of the contract percentile. The latency model needs it in every evaluation, inside
+    the rate solvers' loops; computed once per point (Scenario.z) it is not traced again at each use."""
+    return sc.z
+
+
+def batch_quantile(b, z, mean_mode):
+    """Instantaneous quantile of the batch (Poisson occupancy, normal approximation, z = ndtri(q)) plus the tagged
+    request."""
+    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b))
+
+
+def batch_variance_over_lifetime(b):
+    """Variance of the time-average of an M/D/infinity occupancy over one residence time: (2/3) b."""
+    return 2.0 / 3.0 * b
+
+
+def kv_batch_limit(p: Point, tp, context):
+    """Sequences of mean context `context` whose KV cache fits on a TP group of `tp` GPUs."""
+    return lat.kv_capacity_tokens(p.hw, p.model, tp, p.sc.fp8) / context
+
+
+def prefill_nodes(p: Point, tp):
+    """Prefill service times at the input-length quadrature nodes (prefix-cache hits skip their compute but the
+    new tokens still attend to them), and the q-quantile of the own prefill."""
+    nodes, w = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    h = p.sc.cache_hit
+
+    def service(n):
+        return lat.mixed_seconds(p.hw, p.model, p.eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, p.sc.fp8)
+
+    s = service(nodes)
+    s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, normal_z(p.sc)))
+    return s, w, s_q

@@ -1,0 +1,109 @@
+"""Disaggregated prefill and decode pools (DistServe, Splitwise, Mooncake), MODEL.md section 4.3.
+
+A prefill instance (TP g_p) at Poisson rate lam: M/G/1 prefill queue, then the KV of the prompt crosses a link of
+g_p * kv_bandwidth bytes/s (one NIC per GPU), itself an FCFS queue. With layer-wise overlap only the part of the
+transfer that cannot hide behind the remaining layers is exposed. A decode instance (TP g_d) is a continuous-
+batching decode pool with no prefill interference. The two pools are sized separately.
+
+`link` (a Link) selects what the transfer costs: FREE = infinite bandwidth (the reference of the KV tax), EXPOSED =
+the exposed transfer only (TTFT slack it eats, the indirect tax), FULL = exposed transfer plus link queueing and the
+link's capacity limit (the full model; the difference from EXPOSED is the direct tax).
+"""
+from __future__ import annotations
+
+import enum
+
+import jax.numpy as jnp
+
+from .. import latency as lat
+from .. import queueing as qu
+from . import common as c
+
+
+class Link(enum.IntEnum):
+    """What the KV transfer costs the prefill pool (see the module docstring)."""
+
+    FREE = 0
+    EXPOSED = 1
+    FULL = 2
+
+
+def transfer_nodes(p: c.Point, tp, nodes):
+    """Seconds to move the KV of prompts of `nodes` tokens over the instance's tp links."""
+    return nodes * lat.kv_bytes_per_token(p.model, p.sc.fp8) / (tp * p.sc.kv_bandwidth)
+
+
+def exposed_transfer(transfer, prefill, layers, overlap):
+    """The part of a transfer not hidden behind the prefill: with layer-wise overlap, what the last layer's share
+    or the transfer's excess over the remaining layers' prefill leaves exposed; without it, all of it."""
+    hidden = jnp.maximum(transfer / layers, transfer - prefill * (layers - 1.0) / layers)
+    return jnp.where(overlap > 0.5, hidden, transfer)
+
+
+def _link_at_least(link, level):
+    """1 where the link mode is at least `level` (0, 1 or 2); a Python number decides at trace time, so the parts a
+    fixed mode does not use are never traced (the same values: they would add exactly 0)."""
+    if isinstance(link, (int, float)):
+        return link > level - 0.5
+    return jnp.where(link > level - 0.5, 1.0, 0.0)
+
+
+def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
+    """TTFT of a prefill instance (TP tp, overlap 0/1) at Poisson rate lam with the KV link priced as `link`."""
+    sc = p.sc
+    s, w, s_q = c.prefill_nodes(p, tp)
+    nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
+    on, queue = _link_at_least(link, 1), _link_at_least(link, 2)
+    if on is False:
+        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, arrival_ca2=sc.arrival_ca2)
+    else:
+        iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
+        x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
+        x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
+        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=qu.expect(x, w),
+                          extra_mgf=lambda th: qu.mgf(th, x - s * 0.0, w), extra_quantile=x_q,
+                          arrival_ca2=sc.arrival_ca2)
+    if queue is not False:
+        # The link: an FCFS queue fed by prefill completions; its wait adds to TTFT (conservative sum of quantiles).
+        full = transfer_nodes(p, tp, nodes)
+        link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
+            sc.mean_mode, qu.expect(full, w), 0.0)
+        ttft = ttft + jnp.where(queue, jnp.maximum(link_wait, 0.0), 0.0)
+    rho = lam * qu.expect(s, w)
+    zero = jnp.zeros_like(rho)
+    # The instance must hold its weights and at least one prompt's KV.
+    room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
+    return c.Latency(ttft, zero, zero, zero + 1.0, room, rho)
+
+
+def prefill_rate_upper(p: c.Point, tp, overlap, link):
+    """The prefill instance's stability limit in requests/s (service, and the link's capacity under Link.FULL)."""
+    s, w, _ = c.prefill_nodes(p, tp)
+    service_limit = 1.0 / qu.expect(s, w)
+    queue = _link_at_least(link, 2)
+    if queue is False:
+        return service_limit
+    nodes, _ = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    link_limit = jnp.where(queue, 1.0 / qu.expect(transfer_nodes(p, tp, nodes), w), jnp.inf)
+    return jnp.minimum(service_limit, link_limit)
+
+
+def decode_latency(p: c.Point, tp, lam) -> c.Latency:
+    """TPOT of a decode instance (TP tp) fed at lam requests/s, free of prefill interference."""
+    sc = p.sc
+    n = c.decode_steps(sc)
+    ctx = c.mean_context(sc)
+    br = c.decode_affine(p, tp, ctx)
+    b = c.batch_fixed_point(br, lam * n)
+    mean = c.affine_time(br, 1.0 + b)
+    var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
+    tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), c.normal_z(sc), sc.mean_mode, c.affine_time(br, 1.0))
+    zero = jnp.zeros_like(b)
+    return c.Latency(zero, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
+
+
+def decode_rate_upper(p: c.Point, tp):
+    """An upper bound on the decode instance's rate (twice the KV-memory-limited rate at a batch step of one)."""
+    ctx = c.mean_context(p.sc)
+    br = c.decode_affine(p, tp, ctx)
+    return 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(p.sc) * c.affine_time(br, 1.0))

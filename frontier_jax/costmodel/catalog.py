@@ -1,0 +1,239 @@
+"""The catalogue: GPUs and models defined by TOML files, and serving engines by their calibrated efficiency; found
+by name, validated, and turned into pytrees.
+
+Search order (frontier_jax.resources): each directory named in $FRONTIER_JAX_PATH (its `hardware/` and `models/`
+subfolders), the working directory's `hardware/` and `models/`, then the shipped ones. The first NAME.toml found
+wins, so a user's file shadows a shipped one of the same name. Names match case-insensitively. Dropping a file in is
+the whole of adding a GPU or model: no code changes. Every mistake (unknown name, malformed file, missing or bad
+field) raises FrontierError with one line that names the file and the field.
+
+Engines: the roofline's efficiency terms per serving-engine generation, fitted by frontier_jax.calibration on
+measured latencies and stored in frontier_jax/data/calibration.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+
+from ..errors import FrontierError
+from ..resources import data_file, search_dirs
+from .types import HARDWARE_FIELDS, MODEL_FIELDS, Efficiency, Hardware, Model
+
+CALIBRATION_FILE = data_file("calibration.json")
+ENGINES = ("current", "vllm-2023")
+PRECISIONS = ("bf16", "fp8")
+
+# SI units only: a file in TFLOP/s or GB is rejected rather than silently mis-scaled.
+HARDWARE_UNITS: dict[str, str] = {
+    "bf16_flops": "FLOP/s", "fp8_flops": "FLOP/s", "hbm_bytes": "bytes", "hbm_bandwidth": "bytes/s",
+    "nvlink_bandwidth": "bytes/s", "nic_bandwidth": "bytes/s", "gpus_per_node": "GPUs",
+    "price": "USD/GPU-hour", "power": "W",
+}
+MODEL_INT_FIELDS = ("layers", "hidden", "q_heads", "kv_heads", "head_dim", "ffn", "vocab")
+_WHAT = {"hardware": "GPU", "models": "model"}
+
+
+# ---------------------------------------------------------------- finding files
+
+def _files(folder: str) -> dict[str, Path]:
+    """lower-case name -> first NAME.toml on the search path."""
+    found: dict[str, Path] = {}
+    for d in search_dirs(folder):
+        for p in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            found.setdefault(p.stem.lower(), p)
+    return found
+
+
+def _find(folder: str, name: object) -> Path:
+    files = _files(folder)
+    if isinstance(name, str) and name.strip().lower() in files:
+        return files[name.strip().lower()]
+    known = ", ".join(sorted(p.stem for p in files.values())) or "(none)"
+    raise FrontierError(f"unknown {_WHAT[folder]} {name!r}; known: {known} (add {folder}/NAME.toml to define one)")
+
+
+def list_hardware() -> list[str]:
+    """Names of every GPU on the search path."""
+    return sorted(p.stem for p in _files("hardware").values())
+
+
+def list_models() -> list[str]:
+    """Names of every model on the search path."""
+    return sorted(p.stem for p in _files("models").values())
+
+
+# ---------------------------------------------------------------- reading and validating
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise FrontierError(f"{path}: malformed TOML: {e}") from None
+    except OSError as e:
+        raise FrontierError(f"{path}: cannot read: {e}") from None
+    name = data.get("name")
+    if not isinstance(name, str) or name.strip().lower() != path.stem.lower():
+        raise FrontierError(f"{path}: field 'name' must equal the file name {path.stem!r}, got {name!r}")
+    return data
+
+
+def _positive(path: Path, field: str, x: object, integer: bool = False) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise FrontierError(f"{path}: field '{field}' must be a number, got {x!r}")
+    v = float(x)
+    if not (math.isfinite(v) and v > 0):
+        raise FrontierError(f"{path}: field '{field}' must be positive and finite, got {x!r}")
+    if integer and not v.is_integer():
+        raise FrontierError(f"{path}: field '{field}' must be a whole number, got {x!r}")
+    return v
+
+
+def _text(path: Path, field: str, x: object) -> str:
+    if not isinstance(x, str) or not x.strip():
+        raise FrontierError(f"{path}: field '{field}' must be a non-empty string, got {x!r}")
+    return x
+
+
+def _check_hardware(path: Path, data: dict[str, Any]) -> None:
+    for field in HARDWARE_FIELDS:
+        if not isinstance(data.get(field), dict):
+            raise FrontierError(f"{path}: missing field '{field}' (a table with value, units, source)")
+    for field, table in data.items():  # every numeric table, required or extra, carries units and a source
+        if not (isinstance(table, dict) and "value" in table):
+            continue
+        value = _positive(path, f"{field}.value", table["value"], integer=field == "gpus_per_node")
+        units = _text(path, f"{field}.units", table.get("units"))
+        if field in HARDWARE_UNITS and units != HARDWARE_UNITS[field]:
+            raise FrontierError(f"{path}: field '{field}.units' is {units!r}; expected {HARDWARE_UNITS[field]!r} (SI)")
+        _text(path, f"{field}.source", table.get("source"))
+        if field == "price":
+            low = _positive(path, "price.low", table.get("low", value))
+            high = _positive(path, "price.high", table.get("high", value))
+            if not low <= value <= high:
+                raise FrontierError(f"{path}: field 'price' needs low <= value <= high, got {low}, {value}, {high}")
+
+
+def _check_model(path: Path, data: dict[str, Any]) -> None:
+    for field in MODEL_FIELDS:
+        if field not in data:
+            raise FrontierError(f"{path}: missing field '{field}'")
+        _positive(path, field, data[field], integer=field in MODEL_INT_FIELDS)
+    _text(path, "source", data.get("source"))
+    if data["q_heads"] % data["kv_heads"]:
+        raise FrontierError(f"{path}: field 'q_heads' ({data['q_heads']}) is not a multiple of 'kv_heads'")
+    if "sliding_window" in data:
+        _positive(path, "sliding_window", data["sliding_window"], integer=True)
+    if "kv_bytes_per_token_bf16" in data:
+        given = _positive(path, "kv_bytes_per_token_bf16", data["kv_bytes_per_token_bf16"], integer=True)
+        derived = kv_bytes_per_token_bf16(data)
+        if given != derived:
+            raise FrontierError(f"{path}: field 'kv_bytes_per_token_bf16' is {given:.0f} but "
+                                f"2*layers*kv_heads*head_dim*2 = {derived:.0f}")
+
+
+def kv_bytes_per_token_bf16(info: dict[str, Any]) -> float:
+    """K and V, every layer, every KV head, 2 bytes per BF16 element."""
+    return float(2 * info["layers"] * info["kv_heads"] * info["head_dim"] * 2)
+
+
+def hardware_info(name: str) -> dict[str, Any]:
+    """The whole parsed, validated TOML of one GPU (a fresh dict each call)."""
+    path = _find("hardware", name)
+    data = _read(path)
+    _check_hardware(path, data)
+    return data
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """The whole parsed, validated TOML of one model (a fresh dict each call)."""
+    path = _find("models", name)
+    data = _read(path)
+    _check_model(path, data)
+    return data
+
+
+# ---------------------------------------------------------------- pytrees
+
+def load_hardware(name_or_obj: str | Hardware) -> Hardware:
+    """A Hardware pytree of scalar leaves (price = price.value); a Hardware passes through unchanged."""
+    if isinstance(name_or_obj, Hardware):
+        return name_or_obj
+    info = hardware_info(name_or_obj)  # type: ignore[arg-type]
+    return Hardware(*(jnp.asarray(float(info[f]["value"])) for f in HARDWARE_FIELDS))
+
+
+def load_model(name_or_obj: str | Model) -> Model:
+    """A Model pytree of scalar leaves; a Model passes through unchanged."""
+    if isinstance(name_or_obj, Model):
+        return name_or_obj
+    info = model_info(name_or_obj)  # type: ignore[arg-type]
+    return Model(*(jnp.asarray(float(info[f])) for f in MODEL_FIELDS))
+
+
+def _stack(trees: Sequence[Hardware] | Sequence[Model], what: str) -> Any:
+    dtype = jnp.result_type(float)
+    for t in trees:
+        if any(jnp.ndim(x) != 0 for x in t):
+            raise FrontierError(f"stacking {what}s needs scalar leaves; got a {what} whose leaves are arrays")
+    return type(trees[0])(*(jnp.stack([jnp.asarray(x, dtype=dtype) for x in leaves]) for leaves in zip(*trees)))
+
+
+def stacked_hardware(names: Sequence[str | Hardware] | str) -> Hardware:
+    """One Hardware whose leaves are 1-D arrays, entry i from names[i]: index a GPU sweep axis with integers."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise FrontierError("stacked_hardware needs at least one GPU name")
+    return _stack([load_hardware(n) for n in names], "GPU")
+
+
+def stacked_models(names: Sequence[str | Model] | str) -> Model:
+    """One Model whose leaves are 1-D arrays, entry i from names[i]: index a model sweep axis with integers."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise FrontierError("stacked_models needs at least one model name")
+    return _stack([load_model(n) for n in names], "model")
+
+
+# ---------------------------------------------------------------- engines (calibrated efficiency)
+
+# Starting point of the fit (and the values used if no calibration file exists): mid-range of the 2023-era
+# efficiencies quoted in MODEL.md section 3 (20-65 % MFU in prefill, 11-62 % of HBM bandwidth in decode).
+PRIOR = Efficiency(0.5, 0.1, 0.6, 0.1, 1e-4, 1e-3, 1e-5)
+
+
+def _calibration() -> dict:
+    if not CALIBRATION_FILE.exists():
+        return {}
+    return json.loads(CALIBRATION_FILE.read_text())
+
+
+def calibration_record(engine: str) -> dict:
+    """The fitted parameters plus the fit report (errors, data used) of an engine generation."""
+    if engine not in ENGINES:
+        raise FrontierError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    return _calibration().get(engine, {"params": PRIOR._asdict(), "report": {"status": "prior (not fitted)"}})
+
+
+def load_efficiency(engine: str = "current") -> Efficiency:
+    """The calibrated Efficiency of an engine generation (scalar leaves)."""
+    rec = calibration_record(engine)
+    return Efficiency(**{k: jnp.asarray(float(rec["params"][k])) for k in Efficiency._fields})
+
+
+def stacked_efficiency(engines=ENGINES) -> Efficiency:
+    """One Efficiency whose leaves are 1-D arrays, entry i from engines[i]."""
+    effs = [load_efficiency(e) for e in engines]
+    return Efficiency(*(jnp.stack(xs) for xs in zip(*effs)))
+
+
+def precision_flag(precision: str) -> float:
+    """1.0 for FP8 weights and KV, 0.0 for BF16."""
+    if precision not in PRECISIONS:
+        raise FrontierError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    return 1.0 if precision == "fp8" else 0.0

@@ -1,0 +1,146 @@
+"""The cost decomposition (MODEL.md section 1): cost per SLO-compliant output token of each architecture, split
+exactly into a prefill term, a decode term and the KV-transfer tax, and the comparison between architectures.
+
+    cost [USD / 1e6 output tokens] = price [USD / GPU-hour] / 3600 * 1e6 / O * (GPUs per unit request rate)
+
+`evaluate_point` is the whole model for one point: the searches of costmodel.search, the disaggregated join, the
+cost terms, feasibility and the winner. It returns a PointResult whose fields are the output variables
+(frontier_jax.variables).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .search import LinkBlind, PrefillPool, search_link_blind, search_prefill_pool
+from .types import NO_ARCH, Arch, Demand, Infeasible, Point, SearchSpace
+
+SECONDS_PER_HOUR = 3600.0
+PER_MTOK = 1e6
+
+
+class ArchCost(NamedTuple):
+    """One architecture's cheapest deployment and its cost terms (USD / 1e6 output tokens)."""
+
+    cost: jax.Array
+    prefill: jax.Array
+    decode: jax.Array
+    kv_tax: jax.Array
+    kv_direct: jax.Array
+    kv_indirect: jax.Array
+    ttft: jax.Array
+    tpot: jax.Array
+    goodput: jax.Array
+    gpus: jax.Array
+    tp_prefill: jax.Array
+    tp_decode: jax.Array
+    n_prefill: jax.Array
+    n_decode: jax.Array
+    chunk: jax.Array
+    overlap: jax.Array
+    reason: jax.Array
+
+
+class PointResult(NamedTuple):
+    """Everything reported for one point; per-architecture fields have a trailing axis over Arch. The field names
+    are the output variables' names (frontier_jax.variables.VARIABLES)."""
+
+    cost_per_mtok: jax.Array
+    prefill_cost: jax.Array
+    decode_cost: jax.Array
+    kv_tax: jax.Array
+    kv_tax_direct: jax.Array
+    kv_tax_indirect: jax.Array
+    cost_per_mtok_total: jax.Array
+    ttft_achieved: jax.Array
+    tpot_achieved: jax.Array
+    goodput: jax.Array
+    throughput: jax.Array
+    gpus: jax.Array
+    tp_prefill: jax.Array
+    tp_decode: jax.Array
+    n_prefill: jax.Array
+    n_decode: jax.Array
+    chunk: jax.Array
+    overlap: jax.Array
+    feasible: jax.Array
+    reason: jax.Array
+    best_arch: jax.Array
+    advantage: jax.Array
+
+
+def usd_per_mtok(price, output_len):
+    """USD per 1e6 output tokens per (GPU per unit request rate): price in USD per GPU-hour."""
+    return price / SECONDS_PER_HOUR * PER_MTOK / output_len
+
+
+def _colocated_cost(r, usd, fluid) -> ArchCost:
+    total = r.gpus_per_rate * usd
+    zero = 0.0 * total
+    return ArchCost(cost=total, prefill=total * r.prefill_share, decode=total * (1.0 - r.prefill_share), kv_tax=zero,
+                    kv_direct=zero, kv_indirect=zero, ttft=r.ttft, tpot=r.tpot, goodput=r.goodput,
+                    gpus=jnp.where(fluid, r.tp, r.instances * r.tp), tp_prefill=r.tp, tp_decode=r.tp,
+                    n_prefill=r.instances, n_decode=r.instances, chunk=r.chunk, overlap=jnp.zeros_like(r.tp),
+                    reason=r.reason)
+
+
+def _disaggregated_cost(demand: Demand, blind: LinkBlind, pre: PrefillPool, usd) -> ArchCost:
+    """The linked prefill pool `pre` joined with the link-blind decode pool and free-link prefill pool."""
+    d = blind.decode
+    fluid = jnp.isnan(demand.rate)
+    # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
+    n_dec = jnp.where(fluid, pre.rate / d.rate, d.instances)
+    gpus = pre.instances * pre.tp + n_dec * d.tp
+    reason = jnp.where(jnp.isfinite(pre.gpus_per_rate), jnp.where(jnp.isfinite(d.gpus_per_rate),
+                                                                   Infeasible.FEASIBLE, d.reason), pre.reason)
+    total = (pre.gpus_per_rate + d.gpus_per_rate) * usd
+    prefill = jnp.minimum(blind.prefill_free_link, pre.gpus_per_rate) * usd
+    decode = d.gpus_per_rate * usd
+    tax = jnp.maximum(total - prefill - decode, 0.0)  # an infinite link is never dearer: < 0 is rounding
+    indirect = jnp.clip((pre.gpus_per_rate_exposed - blind.prefill_free_link) * usd, 0.0, tax)
+    return ArchCost(cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
+                    kv_indirect=indirect, ttft=pre.ttft, tpot=d.tpot,
+                    goodput=1.0 / (pre.tp / pre.rate + d.tp / d.rate), gpus=gpus, tp_prefill=pre.tp, tp_decode=d.tp,
+                    n_prefill=pre.instances, n_decode=n_dec, chunk=jnp.zeros_like(pre.tp), overlap=pre.overlap,
+                    reason=reason)
+
+
+def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace(),
+                   link_blind: LinkBlind | None = None, prefill: PrefillPool | None = None) -> PointResult:
+    """Everything reported for one point, per architecture on the last axis. `link_blind` is `search_link_blind`
+    of this point (or of one differing only in LINK_ONLY_INPUTS), `prefill` its `search_prefill_pool` (or one
+    differing only in DECODE_ONLY_INPUTS); None computes them. `price`: USD per GPU-hour."""
+    blind = search_link_blind(p, demand, space) if link_blind is None else link_blind
+    pre = search_prefill_pool(p, demand, space) if prefill is None else prefill
+    o = p.sc.output_len
+    usd = usd_per_mtok(price, o)
+    fluid = jnp.isnan(demand.rate)
+    archs = {Arch.COLOCATED: _colocated_cost(blind.colocated, usd, fluid),
+             Arch.CHUNKED: _colocated_cost(blind.chunked, usd, fluid),
+             Arch.DISAGGREGATED: _disaggregated_cost(demand, blind, pre, usd)}
+    rows = [archs[a] for a in Arch]
+    out = ArchCost(*(jnp.stack([jnp.asarray(x, dtype=o.dtype) for x in field]) for field in zip(*rows)))
+    reason = jnp.stack([jnp.asarray(r.reason, jnp.int32) for r in rows])
+    cap_ok = jnp.where(fluid, True, out.gpus <= demand.total_gpus)
+    feasible = jnp.isfinite(out.cost) & cap_ok
+    reason = jnp.where(feasible, Infeasible.FEASIBLE,
+                       jnp.where(reason > 0, reason, jnp.where(cap_ok, Infeasible.PINNED_INSTANCES_TOO_FEW,
+                                                                Infeasible.EXCEEDS_TOTAL_GPUS))).astype(jnp.int32)
+    nan_if = lambda x: jnp.where(feasible, x, jnp.nan)  # noqa: E731
+    cost = nan_if(out.cost)
+    goodput = nan_if(out.goodput)
+    rate = jnp.where(fluid, goodput * out.gpus, demand.rate)
+    c = jnp.where(feasible, cost, jnp.inf)
+    best = jnp.argmin(c)
+    advantage = (jnp.log(jnp.minimum(c[Arch.COLOCATED], c[Arch.CHUNKED])) - jnp.log(c[Arch.DISAGGREGATED]))
+    return PointResult(
+        cost_per_mtok=cost, prefill_cost=nan_if(out.prefill), decode_cost=nan_if(out.decode),
+        kv_tax=nan_if(out.kv_tax), kv_tax_direct=nan_if(out.kv_direct), kv_tax_indirect=nan_if(out.kv_indirect),
+        cost_per_mtok_total=cost * o / (p.sc.input_len + o), ttft_achieved=nan_if(out.ttft),
+        tpot_achieved=nan_if(out.tpot), goodput=goodput, throughput=nan_if(rate * o / out.gpus), gpus=out.gpus,
+        tp_prefill=out.tp_prefill, tp_decode=out.tp_decode, n_prefill=out.n_prefill, n_decode=out.n_decode,
+        chunk=out.chunk, overlap=out.overlap, feasible=feasible, reason=reason,
+        best_arch=jnp.where(jnp.any(feasible), best, NO_ARCH).astype(jnp.int32),
+        advantage=jnp.where(jnp.isfinite(advantage), advantage, jnp.nan))

@@ -1,0 +1,247 @@
+"""Configuration search and sizing for one point (MODEL.md section 6), vectorised over every configuration.
+
+For each architecture every configuration of the (static) SearchSpace gets its largest compliant per-instance rate
+from the rate solver (operating_point.max_rate); sizing turns that into GPUs per unit request rate, the quantity
+the cost is proportional to; the cheapest configuration wins. Each stage returns a NamedTuple. Pure and
+scalar-in, scalar-out per architecture; `jax.vmap` it for many points.
+
+The stages are split by what they read, so that a sweep can share them between points (runner/sharing.py):
+`search_link_blind` never reads the KV link or the price, `search_prefill_pool` never reads the decode side.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import operating_point as op
+from .arch import chunked, colocated, disaggregated
+from .arch.disaggregated import Link
+from .types import Demand, Infeasible, Latency, Point, SearchSpace
+
+
+class InstanceChoice(NamedTuple):
+    """The cheapest configuration of a colocated architecture (one kind of instance)."""
+
+    gpus_per_rate: jax.Array   # GPUs per unit request rate (requests/s); NaN where nothing is compliant
+    prefill_share: jax.Array   # fraction of instance time spent on prefill (the cost split)
+    ttft: jax.Array            # s, at the operating point
+    tpot: jax.Array            # s, at the operating point
+    goodput: jax.Array         # requests/s per GPU at the largest compliant rate
+    tp: jax.Array
+    chunk: jax.Array           # tokens (0: not chunked)
+    instances: jax.Array       # fluid: 1
+    rate: jax.Array            # largest compliant rate per instance, requests/s
+    reason: jax.Array          # Infeasible
+
+
+class DecodePool(NamedTuple):
+    """The cheapest decode pool of the disaggregated architecture."""
+
+    gpus_per_rate: jax.Array
+    tp: jax.Array
+    instances: jax.Array
+    rate: jax.Array            # largest compliant rate per decode instance
+    tpot: jax.Array            # s, at the operating point
+    reason: jax.Array
+
+
+class PrefillPool(NamedTuple):
+    """The cheapest prefill pool of the disaggregated architecture, with the KV link."""
+
+    gpus_per_rate: jax.Array           # with the full link model
+    gpus_per_rate_exposed: jax.Array   # the same configuration with only the exposed transfer (indirect tax)
+    tp: jax.Array
+    overlap: jax.Array
+    instances: jax.Array
+    rate: jax.Array
+    ttft: jax.Array                    # s, at the operating point
+    reason: jax.Array
+
+
+class LinkBlind(NamedTuple):
+    """Every part of a point that reads neither the KV link nor the price."""
+
+    colocated: InstanceChoice
+    chunked: InstanceChoice
+    prefill_free_link: jax.Array   # GPUs per unit rate of the prefill pool at infinite bandwidth
+    decode: DecodePool
+
+
+# Inputs `search_link_blind` never reads: points that differ only in them share it (runner/sharing.py).
+LINK_ONLY_INPUTS = frozenset({"kv_bandwidth", "price_scale"})
+# Inputs `search_prefill_pool` never reads (the decode side, the price, the GPU cap that only the final join
+# checks): points that differ only in them share the linked prefill search, most of the work of a point.
+DECODE_ONLY_INPUTS = frozenset({"output_len", "output_cv", "tpot", "price_scale", "total_gpus"})
+
+
+# ---- the per-configuration constraint functions handed to the rate solver (module level: static for jit) ----
+def _coloc_fn(lam, args):
+    p, tp = args
+    return op.violation(colocated.latency(p, tp, lam), p.sc)
+
+
+def _coloc_upper(args):
+    return colocated.rate_upper(*args)
+
+
+def _chunk_fn(lam, args):
+    p, tp, ch = args
+    return op.violation(chunked.latency(p, tp, ch, lam), p.sc)
+
+
+def _chunk_upper(args):
+    return chunked.rate_upper(*args)
+
+
+def _prefill_violation(link, lam, args):
+    p, tp, ov = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam), p.sc)
+
+
+def _prefill_rate_upper(link, args):
+    return disaggregated.prefill_rate_upper(*args, link)
+
+
+# The prefill pool's constraint and upper rate with the link mode fixed at trace time (module-level objects: the
+# rate solver takes them as static arguments).
+_PREFILL = {link: (partial(_prefill_violation, link), partial(_prefill_rate_upper, link)) for link in Link}
+
+
+def _decode_fn(lam, args):
+    p, tp = args
+    return op.violation(disaggregated.decode_latency(p, tp, lam), p.sc)
+
+
+def _decode_upper(args):
+    return disaggregated.decode_rate_upper(*args)
+
+
+def _reason(lat: Latency, p: Point):
+    """The constraint that fails worst, as an Infeasible code (TTFT, TPOT, KV memory in constraint_terms' order)."""
+    t = jnp.stack(op.constraint_terms(lat, p.sc))
+    return jnp.argmax(t).astype(jnp.int32) + Infeasible.TTFT_UNREACHABLE
+
+
+def _size(demand: Demand, lam_star, gpus_per_instance, pin):
+    """GPUs per unit request rate (what the cost is proportional to), instance count and per-instance rate."""
+    fluid = jnp.isnan(demand.rate)
+    n_int = jnp.where(pin > 0, pin, jnp.maximum(1.0, jnp.ceil(demand.rate / lam_star * (1.0 - 1e-12))))
+    n = jnp.where(fluid, 1.0, n_int)
+    per_rate = jnp.where(fluid, gpus_per_instance / lam_star, n * gpus_per_instance / demand.rate)
+    lam_op = jnp.where(fluid, lam_star, demand.rate / n)
+    ok = jnp.isfinite(lam_star) & (lam_op <= lam_star * (1.0 + 1e-9))
+    return per_rate, n, lam_op, ok
+
+
+def _pick(cost, *arrays):
+    """argmin of cost over the configuration axis (NaN counts as infinitely expensive) and the gathered arrays."""
+    c = jnp.where(jnp.isnan(cost), jnp.inf, cost)
+    i = jnp.argmin(c)
+    return i, c[i], tuple(a[i] for a in arrays)
+
+
+def _at_rates(lat_fn, upper, p: Point, cfg_args: tuple, rates):
+    """Latencies of every configuration at `rates` and near zero load (RANGE x its upper rate, where the reason
+    for infeasibility is read), in one vmapped call: the latency model is traced once, not twice."""
+    both = jnp.concatenate([rates, jax.vmap(lambda a: upper((p,) + a))(cfg_args) * op.RANGE])
+    args2 = tuple(jnp.concatenate([a, a]) for a in cfg_args)
+    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r))(args2, both)
+    n = rates.shape[0]
+    return jax.tree.map(lambda x: x[:n], lat), jax.tree.map(lambda x: x[n:], lat)
+
+
+def _closest_reason(p: Point, lat_zero: Latency):
+    """Why the configuration closest to compliance at vanishing load fails."""
+    closest = jnp.argmin(jax.vmap(lambda l: op.violation(l, p.sc))(lat_zero))
+    return _reason(jax.tree.map(lambda x: x[closest], lat_zero), p)
+
+
+def _instance_search(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps, chunk_of_cfg) -> InstanceChoice:
+    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a))(cfg_args)
+    per_rate, n, lam_op, ok = _size(demand, lam, tps, demand.n_prefill * 0.0)
+    cost = jnp.where(ok, per_rate, jnp.nan)
+    lat_op, lat_zero = _at_rates(lat_fn, upper, p, cfg_args, jnp.where(ok, lam_op, lam))
+    i, best, (tp, ch, n_i, lam_i) = _pick(cost, tps, chunk_of_cfg, n, lam)
+    lat_i = jax.tree.map(lambda x: x[i], lat_op)
+    reason = jnp.where(jnp.isfinite(best), Infeasible.FEASIBLE, _closest_reason(p, lat_zero))
+    return InstanceChoice(gpus_per_rate=best, prefill_share=lat_i.prefill_share, ttft=lat_i.ttft, tpot=lat_i.tpot,
+                          goodput=lam_i / tp, tp=tp, chunk=ch, instances=n_i, rate=lam_i, reason=reason)
+
+
+def search_colocated(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
+    """Colocated continuous batching over TP degrees."""
+    tps = jnp.asarray(space.tp, dtype=p.sc.q.dtype)
+    return _instance_search(p, demand, colocated.latency, _coloc_fn, _coloc_upper, (tps,), tps, jnp.zeros_like(tps))
+
+
+def search_chunked(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
+    """Chunked-prefill colocation over TP degrees x chunk sizes."""
+    tp, ch = jnp.meshgrid(jnp.asarray(space.tp, p.sc.q.dtype), jnp.asarray(space.chunk, p.sc.q.dtype), indexing="ij")
+    tp, ch = tp.ravel(), ch.ravel()
+    return _instance_search(p, demand, chunked.latency, _chunk_fn, _chunk_upper, (tp, ch), tp, ch)
+
+
+def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
+    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a, continuous))(cfg_args)
+    per_rate, n, lam_op, ok = _size(demand, lam, gpus, pin)
+    return jnp.where(ok, per_rate, jnp.nan), n, lam_op, lam
+
+
+def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePool:
+    """The disaggregated decode pool over its TP degrees."""
+    tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
+    c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
+    i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)
+    lat_d, lat0_d = _at_rates(disaggregated.decode_latency, _decode_upper, p, (tpd,), lamop_d)
+    return DecodePool(gpus_per_rate=best_d, tp=g_d, instances=nd_i, rate=lam_di, tpot=lat_d.tpot[i_d],
+                      reason=_closest_reason(p, lat0_d))
+
+
+def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace):
+    """GPUs per unit rate of the cheapest prefill pool at infinite link bandwidth (the KV tax's reference)."""
+    tpp_inf = jnp.asarray(space.tp_prefill, p.sc.q.dtype)
+    zero = jnp.zeros_like(tpp_inf)
+    fn, upper = _PREFILL[Link.FREE]
+    c_inf, _, _, _ = _pool(p, demand, fn, upper, (tpp_inf, zero), tpp_inf, demand.n_prefill, continuous=True)
+    return _pick(c_inf)[1]
+
+
+def searched_overlaps(space) -> tuple:
+    """Layer-wise overlap only hides transfer time (the exposed transfer is at most the whole one, at every rate),
+    so a prefill instance with it meets the TTFT bound at every rate the one without it does, and never costs more.
+    When the search may use it, the configurations without it are dominated and not evaluated."""
+    concrete = all(isinstance(o, (int, float, np.integer, np.floating)) for o in space.overlap)
+    return (1.0,) if concrete and any(o > 0.5 for o in space.overlap) else tuple(space.overlap)
+
+
+def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> PrefillPool:
+    """The prefill pool with the link: its configuration search, the indirect tax's solve at the chosen
+    configuration, the TTFT at the operating point and why it fails when it does. Reads no decode-side input."""
+    dt = p.sc.q.dtype
+    tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
+                           indexing="ij")
+    tpp, ov = tpp.ravel(), ov.ravel()
+    fn, upper = _PREFILL[Link.FULL]
+    c_p, n_p, lamop_p, lam_p = _pool(p, demand, fn, upper, (tpp, ov), tpp, demand.n_prefill, continuous=True)
+    i_p, best_p, (g_p, o_p, np_i, lam_pi) = _pick(c_p, tpp, ov, n_p, lam_p)
+    # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
+    fn_x, upper_x = _PREFILL[Link.EXPOSED]
+    c_nl, _, _, _ = _pool(p, demand, fn_x, upper_x, (g_p[None], o_p[None]), g_p[None], demand.n_prefill,
+                          continuous=True)
+    lat_p, lat0_p = _at_rates(lambda p, a, b, r: disaggregated.prefill_latency(p, a, b, Link.FULL, r), upper, p,
+                              (tpp, ov), lamop_p)
+    return PrefillPool(gpus_per_rate=best_p, gpus_per_rate_exposed=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
+                       tp=g_p, overlap=o_p, instances=np_i, rate=lam_pi, ttft=lat_p.ttft[i_p],
+                       reason=_closest_reason(p, lat0_p))
+
+
+def search_link_blind(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> LinkBlind:
+    """Both colocated searches, the decode pool and the infinite-bandwidth prefill pool: every part of a point
+    that reads neither the KV link nor the price. Points that differ only in LINK_ONLY_INPUTS share it."""
+    return LinkBlind(colocated=search_colocated(p, demand, space), chunked=search_chunked(p, demand, space),
+                     prefill_free_link=search_prefill_free_link(p, demand, space),
+                     decode=search_decode_pool(p, demand, space))
