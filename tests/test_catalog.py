@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
-from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
 
-from frontier_jax import catalog
+from frontier_jax import resources
+from frontier_jax.costmodel import catalog
+from frontier_jax.costmodel.types import HARDWARE_FIELDS, MODEL_FIELDS, Hardware, Model
 from frontier_jax.errors import FrontierError
-from frontier_jax.types import HARDWARE_FIELDS, MODEL_FIELDS, Hardware, Model
 
 GPUS = ["a100-80gb-pcie", "a100-80gb-sxm", "a40-48gb", "h100-80gb-sxm", "h200-141gb-sxm"]
 MODELS = ["bloom-176b", "falcon-180b", "llama-2-13b", "llama-2-70b", "llama-2-7b", "llama-3.1-70b", "llama-3.1-8b",
@@ -20,13 +21,15 @@ MODELS = ["bloom-176b", "falcon-180b", "llama-2-13b", "llama-2-70b", "llama-2-7b
 
 
 def _csv(name: str) -> dict[str, dict[str, str]]:
-    text = (Path(catalog.__file__).parent / "data" / name).read_text()
+    text = resources.data_file(name).read_text()
     return {row[next(iter(row))]: row for row in csv.DictReader(text.splitlines())}
 
 
 @pytest.fixture(autouse=True)
-def _no_user_path(monkeypatch):
-    monkeypatch.delenv(catalog.ENV_VAR, raising=False)
+def _no_user_path(monkeypatch, tmp_path_factory):
+    # No $FRONTIER_JAX_PATH, and a working directory without hardware/ or models/ (it is searched too).
+    monkeypatch.delenv(resources.ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def test_lists_are_sorted_and_complete():
@@ -106,24 +109,40 @@ def test_case_insensitive_and_passthrough():
 
 def test_user_folder_is_found_and_shadows(tmp_path, monkeypatch):
     (tmp_path / "hardware").mkdir()
-    src = (catalog.REPO_ROOT / "hardware" / "h100-80gb-sxm.toml").read_text()
+    src = (resources.shipped_dir("hardware") / "h100-80gb-sxm.toml").read_text()
     (tmp_path / "hardware" / "my-gpu.toml").write_text(src.replace('name = "h100-80gb-sxm"', 'name = "my-gpu"'))
     (tmp_path / "hardware" / "a40-48gb.toml").write_text(
         src.replace('name = "h100-80gb-sxm"', 'name = "a40-48gb"').replace("value = 700", "value = 123"))
     (tmp_path / "models").mkdir()
-    shutil.copy(catalog.REPO_ROOT / "models" / "opt-13b.toml", tmp_path / "models" / "opt-13b.toml")
+    shutil.copy(resources.shipped_dir("models") / "opt-13b.toml", tmp_path / "models" / "opt-13b.toml")
     empty = tmp_path / "does-not-exist"
-    monkeypatch.setenv(catalog.ENV_VAR, f"{empty}{catalog.os.pathsep}{tmp_path}")
+    monkeypatch.setenv(resources.ENV_VAR, f"{empty}{os.pathsep}{tmp_path}")
     assert "my-gpu" in catalog.list_hardware()
     assert float(catalog.load_hardware("my-gpu").hbm_bandwidth) == 3350e9
     assert float(catalog.load_hardware("a40-48gb").power) == 123  # user file wins over the shipped one
     assert catalog.list_models() == MODELS
 
 
+def test_working_directory_is_searched_after_the_path(tmp_path, monkeypatch):
+    src = (resources.shipped_dir("hardware") / "h100-80gb-sxm.toml").read_text()
+    cwd, env = tmp_path / "cwd", tmp_path / "env"
+    for root, power in ((cwd, 111), (env, 222)):
+        (root / "hardware").mkdir(parents=True)
+        (root / "hardware" / "a40-48gb.toml").write_text(
+            src.replace('name = "h100-80gb-sxm"', 'name = "a40-48gb"').replace("value = 700", f"value = {power}"))
+    (cwd / "hardware" / "cwd-gpu.toml").write_text(src.replace('name = "h100-80gb-sxm"', 'name = "cwd-gpu"'))
+    monkeypatch.chdir(cwd)
+    assert "cwd-gpu" in catalog.list_hardware()
+    assert float(catalog.load_hardware("a40-48gb").power) == 111  # the working directory's file wins over shipped
+    monkeypatch.setenv(resources.ENV_VAR, str(env))
+    assert float(catalog.load_hardware("a40-48gb").power) == 222  # $FRONTIER_JAX_PATH comes first
+    assert catalog.list_models() == MODELS
+
+
 def _bad(tmp_path, monkeypatch, text: str, name: str = "bad-gpu") -> str:
     (tmp_path / "hardware").mkdir(exist_ok=True)
     (tmp_path / "hardware" / f"{name}.toml").write_text(text)
-    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(resources.ENV_VAR, str(tmp_path))
     with pytest.raises(FrontierError) as e:
         catalog.load_hardware(name)
     assert f"{name}.toml" in str(e.value) and "\n" not in str(e.value)
@@ -131,7 +150,7 @@ def _bad(tmp_path, monkeypatch, text: str, name: str = "bad-gpu") -> str:
 
 
 def test_malformed_and_invalid_files(tmp_path, monkeypatch):
-    good = (catalog.REPO_ROOT / "hardware" / "h100-80gb-sxm.toml").read_text().replace(
+    good = (resources.shipped_dir("hardware") / "h100-80gb-sxm.toml").read_text().replace(
         'name = "h100-80gb-sxm"', 'name = "bad-gpu"')
     assert "malformed TOML" in _bad(tmp_path, monkeypatch, "name = [unclosed")
     assert "'name'" in _bad(tmp_path, monkeypatch, good.replace('name = "bad-gpu"', 'name = "other"'))
@@ -146,10 +165,10 @@ def test_malformed_and_invalid_files(tmp_path, monkeypatch):
 
 def test_model_kv_check_rejects_inconsistent_file(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
-    text = (catalog.REPO_ROOT / "models" / "llama-2-70b.toml").read_text()
+    text = (resources.shipped_dir("models") / "llama-2-70b.toml").read_text()
     (tmp_path / "models" / "odd.toml").write_text(
         text.replace('name = "llama-2-70b"', 'name = "odd"').replace("kv_heads = 8", "kv_heads = 16"))
-    monkeypatch.setenv(catalog.ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(resources.ENV_VAR, str(tmp_path))
     with pytest.raises(FrontierError, match=r"odd\.toml: field 'kv_bytes_per_token_bf16'"):
         catalog.load_model("odd")
 
