@@ -7,7 +7,7 @@ the target where the target is not met), so a change that degrades the agreement
 import numpy as np
 import pytest
 
-from frontier_jax import validation
+from frontier_jax.sim import validation
 
 N_SCENARIOS = 51
 
