@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import frontier_jax as fj
-from frontier_jax import inputs, queueing
-from frontier_jax.arch import disaggregated
-from frontier_jax.arch.common import Point
-from frontier_jax.search import SearchSpace, evaluate_point
+from frontier_jax.costmodel import inputs, queueing
+from frontier_jax.costmodel.arch import disaggregated
+from frontier_jax.costmodel.arch.disaggregated import Link
+from frontier_jax.variables import POINT
 
 N = 6  # every batched evaluate below uses 1-D inputs of this length: one compilation for the module
 
@@ -31,10 +31,16 @@ def spread():
 
 def test_dataset_contract(spread):
     assert list(spread["arch"].values) == ["colocated", "chunked", "disaggregated"]
-    for name in ("cost_per_mtok", "prefill_cost", "decode_cost", "kv_tax", "cost_per_mtok_total", "ttft", "tpot",
-                 "goodput", "throughput", "gpus", "feasible", "tp_prefill", "tp_decode", "n_prefill", "n_decode",
-                 "chunk", "best_arch", "advantage", "reason"):
+    for name in ("cost_per_mtok", "prefill_cost", "decode_cost", "kv_tax", "cost_per_mtok_total", "ttft_achieved",
+                 "tpot_achieved", "goodput", "throughput", "gpus", "feasible", "tp_prefill", "tp_decode", "n_prefill",
+                 "n_decode", "chunk", "best_arch", "advantage", "reason"):
         assert name in spread and spread[name].attrs["units"] and spread[name].attrs["long_name"], name
+        assert spread[name].attrs["units"] == POINT[name].units, name
+    assert set(spread.data_vars) == set(POINT)
+    units = {name: spread[name].attrs["units"] for name in ("cost_per_mtok", "kv_tax", "ttft_achieved", "goodput",
+                                                             "gpus", "feasible")}
+    assert units == {"cost_per_mtok": "1e-6 USD", "kv_tax": "1e-6 USD", "ttft_achieved": "s", "goodput": "s-1",
+                     "gpus": "1", "feasible": "1"}
     assert spread["feasible"].all()
 
 
@@ -75,7 +81,7 @@ def test_ttft_rises_with_rate():
     ds = batch(rate=np.linspace(0.5, 6.0, N), tp=1, chunk=512, tp_prefill=1, tp_decode=1, n_prefill=1, n_decode=1,
                ttft=np.full(N, 100.0), tpot=np.full(N, 10.0))
     for arch in ("colocated", "chunked", "disaggregated"):
-        t = ds["ttft"].sel(arch=arch).values
+        t = ds["ttft_achieved"].sel(arch=arch).values
         ok = np.isfinite(t)
         assert ok.sum() >= 3, arch
         assert np.all(np.diff(t[ok]) > 0), arch
@@ -91,10 +97,10 @@ def test_distserve_md1_mean_ttft_is_the_mean_case():
     """DistServe's M/D/1 prefill instance: mean TTFT = D + R D^2 / (2 (1 - R D)) with no transfer cost."""
     p, _, _ = _point(percentile="mean", kv_bandwidth=1e30)
     tp = jnp.asarray(1.0)
-    d = float(disaggregated.prefill_latency(p, tp, 0.0, 0.0, jnp.asarray(1e-9)).ttft)
+    d = float(disaggregated.prefill_latency(p, tp, 0.0, Link.FREE, jnp.asarray(1e-9)).ttft)
     for rho in (0.1, 0.5, 0.9):
         r = rho / d
-        ttft = float(disaggregated.prefill_latency(p, tp, 0.0, 0.0, jnp.asarray(r)).ttft)
+        ttft = float(disaggregated.prefill_latency(p, tp, 0.0, Link.FREE, jnp.asarray(r)).ttft)
         assert ttft == pytest.approx(d + r * d**2 / (2 * (1 - r * d)), rel=1e-9)
 
 
