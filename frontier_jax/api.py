@@ -52,12 +52,15 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
              percentile=0.99, rate=None, kv_bandwidth=None, total_gpus=None, *, engine="current", precision="bf16",
              input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0, slo_scale=1.0, price=None,
              hbm_bandwidth_scale=1.0, flops_scale=1.0, tp=None, tp_prefill=None, tp_decode=None, chunk=None,
-             n_prefill=None, n_decode=None, overlap=None) -> xr.Dataset:
+             n_prefill=None, n_decode=None, overlap=None, decode_hardware=None, decode_price=None,
+             cache_load_bandwidth=None) -> xr.Dataset:
     """Cost per SLO-compliant token of colocated, chunked and disaggregated serving for one scenario.
 
     SI units: lengths in tokens, ttft/tpot in s, rate in requests/s, kv_bandwidth in bytes/s per prefill GPU
     (default: the GPU's scale-out NIC), price in USD per GPU-hour (default: the catalogue's). `rate=None` gives the
     fluid cost at the largest compliant rate per GPU; a rate sizes an integral deployment (capped by total_gpus).
+    `decode_hardware` puts the disaggregated decode pool on another GPU (priced at `decode_price`, default its
+    catalogue price); `cache_load_bandwidth` (bytes/s per prefill GPU) loads prefix-cache hits from a global cache.
     Numeric inputs may be 1-D arrays of one common length (dimension `point`). Infeasible contracts come back
     with feasible = 0, NaN costs and a reason, never an exception; user mistakes raise FrontierError.
     """
@@ -67,7 +70,8 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
         rate=rate, kv_bandwidth=kv_bandwidth, total_gpus=total_gpus, engine=engine, precision=precision,
         input_cv=input_cv, output_cv=output_cv, arrival_ca2=arrival_ca2, cache_hit=cache_hit, slo_scale=slo_scale,
         n_prefill=n_prefill, n_decode=n_decode, price=price, hbm_bandwidth_scale=hbm_bandwidth_scale,
-        flops_scale=flops_scale)
+        flops_scale=flops_scale, decode_hardware=decode_hardware, decode_price=decode_price,
+        cache_load_bandwidth=cache_load_bandwidth)
     shape = price_arr.shape
     if len(shape) > 1:
         raise FrontierError("evaluate takes scalars or 1-D arrays; use a sweep spec for grids")

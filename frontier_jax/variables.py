@@ -120,3 +120,18 @@ def breakeven_variables(solve_for: str, units: str, long_name: str, log: bool,
         out.append(Variable(f"elasticity_{solve_for}_{name}", "1",
                             f"d log(break-even {solve_for}) / d log({name})", ()))
     return tuple(out)
+
+
+# ---- the papers' common frame (papers.frontier): per-system costs are POINT variables, plus the envelope ----
+def frontier_variables(systems: Sequence[str], tie: float) -> tuple[Variable, ...]:
+    """Variables of the cross-system frontier over `systems` (registry order), ties within `tie` (relative)."""
+    return (
+        Variable("frontier_cost", USD_PER_MTOK, "Pareto frontier: lowest cost over systems (USD per million "
+                                                "SLO-compliant output tokens)", ()),
+        _flag("winner", "system on the frontier (-1: none feasible)", [-1] + list(range(len(systems))),
+              ("none",) + tuple(systems), ()),
+        Variable("n_tied", "1", f"systems within {tie:.0%} of the frontier cost (ties go to the first in registry "
+                                "order)", (), np.int8),
+        Variable("advantage", "1", "log cost of the best colocated system (vLLM, Sarathi-Serve) minus log cost of "
+                                   "the best disaggregated one (> 0: disaggregation cheaper)", ()),
+    )

@@ -86,8 +86,10 @@ def _colocated_cost(r, usd, fluid) -> ArchCost:
                     reason=r.reason)
 
 
-def _disaggregated_cost(demand: Demand, blind: LinkBlind, pre: PrefillPool, usd) -> ArchCost:
-    """The linked prefill pool `pre` joined with the link-blind decode pool and free-link prefill pool."""
+def _disaggregated_cost(demand: Demand, blind: LinkBlind, pre: PrefillPool, usd, usd_decode) -> ArchCost:
+    """The linked prefill pool `pre` joined with the link-blind decode pool and free-link prefill pool; `usd` and
+    `usd_decode` convert each pool's GPUs per unit rate to USD per 1e6 output tokens (each pool at its GPU's
+    price)."""
     d = blind.decode
     fluid = jnp.isnan(demand.rate)
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
@@ -95,9 +97,10 @@ def _disaggregated_cost(demand: Demand, blind: LinkBlind, pre: PrefillPool, usd)
     gpus = pre.instances * pre.tp + n_dec * d.tp
     reason = jnp.where(jnp.isfinite(pre.gpus_per_rate), jnp.where(jnp.isfinite(d.gpus_per_rate),
                                                                    Infeasible.FEASIBLE, d.reason), pre.reason)
-    total = (pre.gpus_per_rate + d.gpus_per_rate) * usd
+    total = pre.gpus_per_rate * usd + d.gpus_per_rate * usd_decode if usd_decode is not None else \
+        (pre.gpus_per_rate + d.gpus_per_rate) * usd
     prefill = jnp.minimum(blind.prefill_free_link, pre.gpus_per_rate) * usd
-    decode = d.gpus_per_rate * usd
+    decode = d.gpus_per_rate * (usd if usd_decode is None else usd_decode)
     tax = jnp.maximum(total - prefill - decode, 0.0)  # an infinite link is never dearer: < 0 is rounding
     indirect = jnp.clip((pre.gpus_per_rate_exposed - blind.prefill_free_link) * usd, 0.0, tax)
     return ArchCost(cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
@@ -111,7 +114,8 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
                    link_blind: LinkBlind | None = None, prefill: PrefillPool | None = None) -> PointResult:
     """Everything reported for one point, per architecture on the last axis. `link_blind` is `search_link_blind`
     of this point (or of one differing only in LINK_ONLY_INPUTS), `prefill` its `search_prefill_pool` (or one
-    differing only in DECODE_ONLY_INPUTS); None computes them. `price`: USD per GPU-hour."""
+    differing only in DECODE_ONLY_INPUTS); None computes them. `price`: USD per GPU-hour of the point's GPU; a
+    decode pool on another GPU (p.hw_decode) is priced at that GPU's `price` field."""
     blind = search_link_blind(p, demand, space) if link_blind is None else link_blind
     pre = search_prefill_pool(p, demand, space) if prefill is None else prefill
     o = p.sc.output_len
@@ -119,7 +123,8 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
     fluid = jnp.isnan(demand.rate)
     archs = {Arch.COLOCATED: _colocated_cost(blind.colocated, usd, fluid),
              Arch.CHUNKED: _colocated_cost(blind.chunked, usd, fluid),
-             Arch.DISAGGREGATED: _disaggregated_cost(demand, blind, pre, usd)}
+             Arch.DISAGGREGATED: _disaggregated_cost(demand, blind, pre, usd,
+                                                     None if p.hw_decode is None else usd_per_mtok(p.hw_decode.price, o))}
     rows = [archs[a] for a in Arch]
     out = ArchCost(*(jnp.stack([jnp.asarray(x, dtype=o.dtype) for x in field]) for field in zip(*rows)))
     reason = jnp.stack([jnp.asarray(r.reason, jnp.int32) for r in rows])

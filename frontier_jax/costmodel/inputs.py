@@ -1,12 +1,13 @@
 """Turning user inputs (names, SI floats, arrays) into the pytrees the kernels take, with one-line errors."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..errors import FrontierError
 from .catalog import ENGINES, load_efficiency, load_hardware, load_model, precision_flag
-from .types import Demand, Efficiency, Point, Scenario
+from .types import NO_LINK_LIMIT, Demand, Efficiency, Point, Scenario
 # Contract bounds are in seconds. A TTFT bound over 10 minutes or a TPOT bound over 10 s is almost surely a value in
 # milliseconds (ttft = 2000 meant as 2 s, tpot = 50 meant as 50 ms), so it is rejected with a hint. Published
 # contracts are at most 30 s (TTFT) and 5 s (TPOT). The sweep registry (sweep/spec.py) has the same bounds.
@@ -70,10 +71,14 @@ def engine_efficiency(engine: str) -> Efficiency:
 def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99, rate=None, kv_bandwidth=None,
           total_gpus=None, engine="current", precision="bf16", input_cv=0.0, output_cv=0.0, arrival_ca2=1.0,
           cache_hit=0.0, slo_scale=1.0, n_prefill=None, n_decode=None, price=None, hbm_bandwidth_scale=1.0,
-          flops_scale=1.0, units_guard=True):
-    """Validated (Point, Demand, price) with every leaf broadcast to one common shape. `units_guard=False` allows
-    contract bounds above MAX_TTFT_S / MAX_TPOT_S (for internal bounds that must never bind)."""
+          flops_scale=1.0, decode_hardware=None, decode_price=None, cache_load_bandwidth=None, units_guard=True):
+    """Validated (Point, Demand, price) with every leaf broadcast to one common shape. `decode_hardware` puts the
+    disaggregated decode pool on another GPU, priced at `decode_price` (default its catalogue price);
+    `cache_load_bandwidth` (bytes/s per prefill GPU) loads the prefix-cache hits from a global cache (Mooncake).
+    `units_guard=False` allows contract bounds above MAX_TTFT_S / MAX_TPOT_S (for internal bounds that must never
+    bind)."""
     hw = load_hardware(hardware)
+    hw_decode = None if decode_hardware is None else load_hardware(decode_hardware)
     md = load_model(model)
     eff = engine_efficiency(engine)
     fp8 = precision_flag(precision)
@@ -95,6 +100,8 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
         price=np.asarray(float(hw.price)) if price is None else check_number("price", price),
         hbm_bandwidth_scale=check_number("hbm_bandwidth_scale", hbm_bandwidth_scale),
         flops_scale=check_number("flops_scale", flops_scale),
+        cache_load_bandwidth=(np.asarray(np.inf) if cache_load_bandwidth is None
+                              else check_number("cache_load_bandwidth", cache_load_bandwidth)),
         q=np.asarray(q), mean_mode=np.asarray(mean_mode), fp8=np.asarray(fp8))
     if units_guard:
         check_contract_units(values["ttft"], values["tpot"])
@@ -109,7 +116,18 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
     except ValueError as e:
         raise FrontierError(f"array inputs do not broadcast together: {e}") from None
     v = {k: jnp.broadcast_to(jnp.asarray(x, dtype=jnp.result_type(float)), shape) for k, x in values.items()}
-    return assemble(hw, md, eff, v)
+    point, demand, price_arr = assemble(hw, md, eff, v)
+    if hw_decode is not None:
+        dp = hw_decode.price if decode_price is None else check_number("decode_price", decode_price)
+        dt = jnp.result_type(float)
+        hw_decode = hw_decode._replace(price=dp, hbm_bandwidth=hw_decode.hbm_bandwidth * v["hbm_bandwidth_scale"],
+                                       bf16_flops=hw_decode.bf16_flops * v["flops_scale"],
+                                       fp8_flops=hw_decode.fp8_flops * v["flops_scale"])
+        hw_decode = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x, dt), shape), hw_decode)
+        point = point._replace(hw_decode=hw_decode)
+    elif decode_price is not None:
+        raise FrontierError("decode_price prices a decode pool on another GPU: give decode_hardware= too")
+    return point, demand, price_arr
 
 
 def assemble(hw, md, eff, v):
@@ -118,7 +136,9 @@ def assemble(hw, md, eff, v):
     sc = Scenario.build(input_len=v["input_len"], output_len=v["output_len"], input_cv=v["input_cv"],
                         output_cv=v["output_cv"], ttft=v["ttft"] * scale, tpot=v["tpot"] * scale, q=v["q"],
                         mean_mode=v["mean_mode"], arrival_ca2=v["arrival_ca2"], kv_bandwidth=v["kv_bandwidth"],
-                        cache_hit=v["cache_hit"], fp8=v["fp8"])
+                        cache_hit=v["cache_hit"], fp8=v["fp8"],
+                        cache_load_bandwidth=v.get("cache_load_bandwidth",
+                                                   jnp.full_like(v["input_len"], NO_LINK_LIMIT)))
     hw = hw._replace(hbm_bandwidth=hw.hbm_bandwidth * v["hbm_bandwidth_scale"],
                      bf16_flops=hw.bf16_flops * v["flops_scale"], fp8_flops=hw.fp8_flops * v["flops_scale"])
     demand = Demand(v["rate"], v["total_gpus"], v["n_prefill"], v["n_decode"])

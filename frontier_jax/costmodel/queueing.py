@@ -84,14 +84,20 @@ def _log_sigma(cv):
     return cv * jnp.sqrt(ratio)
 
 
-def length_nodes(mean, cv):
-    """Quadrature nodes (trailing axis of size N_NODES) and weights of a lognormal length with this mean and CV.
-    cv = 0 puts every node exactly on the mean (deterministic lengths)."""
+def length_nodes(mean, cv, n: int = N_NODES):
+    """Quadrature nodes (trailing axis of size n, N_NODES in the model) and weights of a lognormal length with
+    this mean and CV (Gauss-Hermite in the log). cv = 0 puts every node exactly on the mean (deterministic lengths)."""
     mean = jnp.asarray(mean)
     sigma = _log_sigma(cv)
-    x = jnp.asarray(_GH_X, dtype=mean.dtype)
+    gh_x, gh_w = (_GH_X, _GH_W) if n == N_NODES else _gauss_hermite(n)
+    x = jnp.asarray(gh_x, dtype=mean.dtype)
     nodes = mean[..., None] * jnp.exp(sigma[..., None] * x - 0.5 * sigma[..., None] ** 2)
-    return nodes, jnp.asarray(_GH_W, dtype=mean.dtype)
+    return nodes, jnp.asarray(gh_w, dtype=mean.dtype)
+
+
+def _gauss_hermite(n: int):
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / w.sum()
 
 
 def lognormal_quantile(mean, cv, z):

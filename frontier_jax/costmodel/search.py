@@ -192,7 +192,8 @@ def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
 
 
 def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePool:
-    """The disaggregated decode pool over its TP degrees."""
+    """The disaggregated decode pool over its TP degrees, on the decode side's GPU."""
+    p = p.decode_side()
     tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
     c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
     i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)

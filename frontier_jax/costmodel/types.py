@@ -104,11 +104,13 @@ class Scenario(NamedTuple):
     kv_bandwidth: jax.Array  # bytes/s per prefill GPU (NO_LINK_LIMIT: free transfers)
     cache_hit: jax.Array     # fraction of prompt tokens served from a prefix KV cache
     fp8: jax.Array           # 1: FP8 weights, KV and tensor cores
+    cache_load_bandwidth: jax.Array  # bytes/s per prefill GPU from a global prefix cache (NO_LINK_LIMIT: local)
     z: jax.Array             # ndtri(q), the standard normal quantile of the percentile
 
     @classmethod
     def build(cls, *, input_len, output_len, ttft, tpot, input_cv=0.0, output_cv=0.0, q=0.99, mean_mode=0.0,
-              arrival_ca2=1.0, kv_bandwidth=NO_LINK_LIMIT, cache_hit=0.0, fp8=0.0) -> "Scenario":
+              arrival_ca2=1.0, kv_bandwidth=NO_LINK_LIMIT, cache_hit=0.0, fp8=0.0,
+              cache_load_bandwidth=NO_LINK_LIMIT) -> "Scenario":
         """A Scenario from keyword arrays (broadcast against input_len's dtype); z is computed here, once."""
         from .queueing import ndtri
 
@@ -116,16 +118,23 @@ class Scenario(NamedTuple):
         f = lambda x: jnp.asarray(x, dt)  # noqa: E731
         q = f(q)
         return cls(f(input_len), f(output_len), f(input_cv), f(output_cv), f(ttft), f(tpot), q, f(mean_mode),
-                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), ndtri(q))
+                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), f(cache_load_bandwidth), ndtri(q))
 
 
 class Point(NamedTuple):
-    """Everything one evaluation reads: the GPU, the model, the engine's efficiency and the scenario."""
+    """Everything one evaluation reads: the GPU, the model, the engine's efficiency and the scenario. `hw_decode`
+    is the decode pool's GPU when it differs from the prefill pool's (heterogeneous pools, Splitwise-HA); None: the
+    same GPU everywhere."""
 
     hw: Hardware
     model: Model
     eff: Efficiency
     sc: Scenario
+    hw_decode: Hardware | None = None
+
+    def decode_side(self) -> "Point":
+        """The point as the decode pool sees it (its own GPU)."""
+        return self if self.hw_decode is None else self._replace(hw=self.hw_decode, hw_decode=None)
 
 
 class Demand(NamedTuple):

@@ -24,16 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.special
+import jax.scipy.stats
 import numpy as np
 import pandas as pd
-from scipy.special import ndtri
-from scipy.stats import poisson
 
 from .. import api as primitives
+from ..costmodel import inputs, latency, queueing
+from ..costmodel.arch import common as arch_common
 from ..costmodel.catalog import load_hardware, load_model
-from ..costmodel.cost import PER_MTOK, SECONDS_PER_HOUR
-from ..costmodel.latency import kv_bytes_per_token, kv_capacity_tokens, weight_bytes
 from ..errors import FrontierError
 from ..resources import data_file
 from .registry import RELAXED_S, plan_system, run_plans
@@ -41,6 +42,7 @@ from .registry import RELAXED_S, plan_system, run_plans
 ENGINE = "vllm-2023"
 CLAIMS_FILE = data_file("published_claims.csv")
 LOG2 = math.log(2.0)
+STALL_NODES = 24  # Gauss-Hermite nodes of the prompt-length expectation in the stall limit (not the model's 5)
 
 # ShareGPT as used by vLLM and DistServe (OPT tokenizer): vLLM SOSP'23 Fig. 11 means (input 161.3, output 338.0
 # tokens, consistent with its text: 8.4x longer inputs and 5.8x longer outputs than Alpaca's 19.3 / 58.5).
@@ -76,7 +78,7 @@ def _lognormal(mean, median, p90):
     if mean and median and mean > median:
         s2 = 2.0 * math.log(mean / median)
     elif median and p90:
-        s2 = (math.log(p90 / median) / ndtri(0.9)) ** 2
+        s2 = (math.log(p90 / median) / float(queueing.ndtri(0.9))) ** 2
     else:
         s2 = 0.0
     if not mean:
@@ -124,32 +126,28 @@ def colocated_stall_rate(hardware, model, tp, w: dict, bound, q, definition, eng
     stalls passes iff K E[S] <= m (bound - t), m = 0.1 n its slowest gaps; P(pass) >= q.
     """
     i, cv, o = w["input_len"], w["input_cv"], w["output_len"]
-    n = max(o - 1.0, 1.0)
-    ctx = i + 0.5 * o * (1.0 + w["output_cv"] ** 2)
-    s2 = math.log1p(cv**2)
-    mu = math.log(i) - 0.5 * s2
-    x, wt = np.polynomial.hermite_e.hermegauss(24)
-    wt = wt / wt.sum()
-    nodes = np.exp(mu + math.sqrt(s2) * x)
-    s_nodes = np.asarray(primitives.prefill_time(hardware, model, nodes, tp, engine=engine))
-    es = float(np.sum(wt * s_nodes))
+    p, _, _ = inputs.build(hardware, model, input_len=i, output_len=o, input_cv=cv, output_cv=w["output_cv"],
+                           ttft=1.0, tpot=1.0, engine=engine)
+    tp = jnp.asarray(float(tp))
+    n = float(arch_common.decode_steps(p.sc))
+    nodes, wt = queueing.length_nodes(p.sc.input_len, p.sc.input_cv, STALL_NODES)
+    es = float(queueing.expect(latency.prefill_seconds(p.hw, p.model, p.eff, nodes, tp), wt))
     lam = (0.999 / es) * np.logspace(-6, 0, n_grid)
     rho = lam * es
-    b = np.zeros_like(lam)
-    step = lambda bb: np.asarray(primitives.decode_step_time(hardware, model, 1.0 + bb, ctx, tp,  # noqa: E731
-                                                             engine=engine))
-    for _ in range(60):
-        b = lam * n * step(b) / (1.0 - rho)
-    t = step(b)
+    branches = arch_common.decode_affine(p, tp, arch_common.mean_context(p.sc))
+    b = np.asarray(arch_common.batch_fixed_point(branches, jnp.asarray(lam * n / (1.0 - rho))))
+    t = np.asarray(arch_common.affine_time(branches, 1.0 + jnp.asarray(b)))
     f = np.minimum(1.0, lam * t / (1.0 - rho))
+    s2 = math.log1p(cv**2)
+    mu = math.log(i) - 0.5 * s2
     if definition == "gap_quantile":
         lengths = np.exp(mu + math.sqrt(s2) * np.linspace(-8, 8, 801)) if s2 > 0 else np.asarray([i])
-        s_len = np.asarray(primitives.prefill_time(hardware, model, lengths, tp, engine=engine))
+        s_len = np.asarray(latency.prefill_seconds(p.hw, p.model, p.eff, jnp.asarray(lengths), tp))
         x_needed = bound - t
         if s2 > 0:
             l_x = np.exp(np.interp(x_needed, s_len, np.log(lengths), left=-np.inf, right=np.inf))
-            from scipy.special import erfc
-            surv = np.where(np.isfinite(l_x), 0.5 * erfc((np.log(np.maximum(l_x, 1e-300)) - mu) / math.sqrt(2 * s2)),
+            z = (np.log(np.maximum(l_x, 1e-300)) - mu) / math.sqrt(2 * s2)
+            surv = np.where(np.isfinite(l_x), 0.5 * np.asarray(jax.scipy.special.erfc(z)),
                             np.where(l_x == np.inf, 0.0, 1.0))
         else:
             surv = (s_len[0] > x_needed).astype(float)
@@ -159,7 +157,8 @@ def colocated_stall_rate(hardware, model, tp, w: dict, bound, q, definition, eng
     elif definition == "slowest_decile_mean_per_request":
         m = 0.1 * n
         k_max = np.floor(m * (bound - t) / es)
-        ok = (t <= bound) & (k_max >= 0) & (poisson.cdf(np.maximum(k_max, 0), f * n) >= q)
+        cdf = np.asarray(jax.scipy.stats.poisson.cdf(np.maximum(k_max, 0), f * n))
+        ok = (t <= bound) & (k_max >= 0) & (cdf >= q)
     else:
         raise FrontierError(f"unknown TBT definition {definition!r}")
     ok = ok & (b < 1e9)
@@ -172,14 +171,11 @@ def colocated_stall_rate(hardware, model, tp, w: dict, bound, q, definition, eng
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def _usd(price, o):
-    return price / SECONDS_PER_HOUR * PER_MTOK / o
-
-
-def pool_gpus_per_rate(res: dict, o, price_p, price_d=None):
-    """(prefill GPUs, decode GPUs) per unit request rate of a disaggregated result (fluid), from its cost terms."""
-    price_d = price_p if price_d is None else price_d
-    return (res["prefill"] + res["kv_tax"]) / _usd(price_p, o), res["decode"] / _usd(price_d, o)
+def pool_gpus_per_rate(res: dict):
+    """(prefill GPUs, decode GPUs) per unit request rate of a disaggregated fluid result: each pool's GPUs over the
+    request rate the deployment carries (goodput per GPU x GPUs)."""
+    rate = res["goodput"] * res["gpus"]
+    return res["tp_prefill"] * res["n_prefill"] / rate, res["tp_decode"] * res["n_decode"] / rate
 
 
 def _g(x):
@@ -210,8 +206,7 @@ def _distserve_fig1(engine=ENGINE) -> Encoded:
 
     def finish(rs):
         coloc, dist, coloc_ttft = rs
-        o, price = 64.0, float(load_hardware("a100-80gb-sxm").price)
-        per_p, per_d = pool_gpus_per_rate(dist, o, price)
+        per_p, per_d = pool_gpus_per_rate(dist)
         lam_p, lam_d = 1.0 / per_p[0], 1.0 / per_d[0]
         g_c = float(coloc["goodput"][0])
         g_ttft = float(coloc_ttft["goodput"][0])
@@ -359,10 +354,10 @@ def _splitwise(which, engine=ENGINE) -> Encoded:
             # every contract must hold: GPUs per unit rate = the max over contracts, per pool
             g_engine = max(1.0 / float(x["goodput"][0]) for x in base)
             g_base = max(g_engine, 1.0 / stall if stall > 0 else np.inf)
-            aa_p = max(pool_gpus_per_rate(x, o, float(load_hardware("a100-80gb-sxm").price))[0][0] for x in aa)
-            aa_d = max(pool_gpus_per_rate(x, o, float(load_hardware("a100-80gb-sxm").price))[1][0] for x in aa)
-            ha_p = max(pool_gpus_per_rate(x, o, p_h, p_a)[0][0] for x in ha)
-            ha_d = max(pool_gpus_per_rate(x, o, p_h, p_a)[1][0] for x in ha)
+            aa_p = max(pool_gpus_per_rate(x)[0][0] for x in aa)
+            aa_d = max(pool_gpus_per_rate(x)[1][0] for x in aa)
+            ha_p = max(pool_gpus_per_rate(x)[0][0] for x in ha)
+            ha_d = max(pool_gpus_per_rate(x)[1][0] for x in ha)
             thr_aa = g_base / (aa_p + aa_d)                            # same GPU count = same power
             thr_ha = (w_a * g_base) / (w_h * ha_p + w_a * ha_d)        # iso-power throughput ratio
             cost_ha = (p_h * ha_p + p_a * ha_d) * thr_ha / (p_a * g_base)  # cluster cost at iso-power
@@ -394,8 +389,8 @@ def _splitwise_residual(engine=ENGINE) -> Encoded:
         plans.append(plan_system("splitwise", **dict(c, kv_bandwidth=1e15)))
 
     def finish(rs):
-        a = (float(rs[0]["ttft"][0]) - float(rs[1]["ttft"][0])) * 1e3
-        h = (float(rs[2]["ttft"][0]) - float(rs[3]["ttft"][0])) * 1e3
+        a = (float(rs[0]["ttft_achieved"][0]) - float(rs[1]["ttft_achieved"][0])) * 1e3
+        h = (float(rs[2]["ttft_achieved"][0]) - float(rs[3]["ttft_achieved"][0])) * 1e3
         return _g([a, h]), f"A100 200 Gb/s: {a:.3g} ms, H100 400 Gb/s: {h:.3g} ms (geometric mean)"
     return Encoded(f"Llama-2-70B TP8, {i:.0f}-token prompt, light load, mean TTFT with the NIC minus with an "
                    "infinite link, layer-wise overlap on", plans, finish)
@@ -448,9 +443,9 @@ def _orca_hardware(gpu, model, tp, scale):
     if gpu == "a100-40gb":
         hw = hw._replace(**{k: jnp.asarray(v) for k, v in A100_40GB.items()})
     md = load_model(model)
-    cap = float(kv_capacity_tokens(hw, md, float(tp)))
-    wb = float(weight_bytes(md))
-    hbm = (scale * cap * float(kv_bytes_per_token(md)) + wb) / (tp * 0.9)
+    cap = float(latency.kv_capacity_tokens(hw, md, float(tp)))
+    wb = float(latency.weight_bytes(md))
+    hbm = (scale * cap * float(latency.kv_bytes_per_token(md)) + wb) / (tp * 0.9)
     return hw._replace(hbm_bytes=jnp.asarray(hbm))
 
 
@@ -484,7 +479,7 @@ def _vllm_batch(which, engine=ENGINE) -> Encoded:
 
     def finish(_):
         hw = _orca_hardware("a100-40gb", "opt-13b", 1, 1.0)
-        cap = float(kv_capacity_tokens(hw, load_model("opt-13b"), 1.0))
+        cap = float(latency.kv_capacity_tokens(hw, load_model("opt-13b"), 1.0))
         used = w["input_len"] + 0.5 * w["output_len"] * (1.0 + w["output_cv"] ** 2)
         return 1.0 / s, (f"engine KV capacity {cap:.0f} tokens on A100-40GB: vLLM {cap / used:.1f} requests, "
                          f"Orca ({which}) {cap * s / used:.1f}")

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .claims import workload
+from ..variables import POINT, frontier_variables
 from .registry import SYSTEMS, get_system, plan_system, run_plans
 
 HARDWARE = ("a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm")
@@ -62,16 +63,15 @@ def common_frame(hardware: Sequence[str] = HARDWARE, workloads: Sequence[str] = 
                 index.append((w, hw, s.name))
     results = run_plans(plans)
     shape = (len(wls), len(hardware), len(ttft), len(tpot), len(syss))
-    keys = {"cost_per_mtok": "cost", "prefill_cost": "prefill", "decode_cost": "decode", "kv_tax": "kv_tax",
-            "cost_per_mtok_total": "cost_total", "goodput": "goodput", "ttft_achieved": "ttft",
-            "tpot_achieved": "tpot", "feasible": "feasible"}
+    keys = ("cost_per_mtok", "prefill_cost", "decode_cost", "kv_tax", "cost_per_mtok_total", "goodput",
+            "ttft_achieved", "tpot_achieved", "feasible")
     arrays = {k: np.full(shape, np.nan) for k in keys}
     pos = {(w, hw, s): (a, b, c) for a, w in enumerate(wls) for b, hw in enumerate(hardware)
            for c, s in enumerate(names)}
     for (w, hw, s), res in zip(index, results):
         a, b, c = pos[(w, hw, s)]
-        for name, key in keys.items():
-            arrays[name][a, b, :, :, c] = np.asarray(res[key], float).reshape(len(ttft), len(tpot))
+        for name in keys:
+            arrays[name][a, b, :, :, c] = np.asarray(res[name], float).reshape(len(ttft), len(tpot))
     cost = arrays["cost_per_mtok"]
     finite = np.isfinite(cost)
     safe = np.where(finite, cost, np.inf)
@@ -88,30 +88,11 @@ def common_frame(hardware: Sequence[str] = HARDWARE, workloads: Sequence[str] = 
 
     dims5 = ("workload", "hardware", "ttft", "tpot", "system")
     dims4 = dims5[:-1]
-    meta = {
-        "cost_per_mtok": ("USD / 1e6 output tokens", "cost per million SLO-compliant output tokens"),
-        "prefill_cost": ("USD / 1e6 output tokens", "prefill term of the cost"),
-        "decode_cost": ("USD / 1e6 output tokens", "decode term of the cost"),
-        "kv_tax": ("USD / 1e6 output tokens", "KV-transfer tax (disaggregated systems; 0 otherwise)"),
-        "cost_per_mtok_total": ("USD / 1e6 input+output tokens", "cost per million input+output tokens"),
-        "goodput": ("requests / s / GPU", "largest SLO-compliant request rate per GPU (fluid)"),
-        "ttft_achieved": ("s", "p99 time to first token at the operating point"),
-        "tpot_achieved": ("s", "p99 time per output token at the operating point"),
-    }
-    data = {name: (dims5, arrays[name], {"units": u, "long_name": ln}) for name, (u, ln) in meta.items()}
-    data["feasible"] = (dims5, np.nan_to_num(arrays["feasible"]).astype(np.int8),
-                        {"units": "1", "long_name": "the system meets the contract", "flag_values": np.int8([0, 1]),
-                         "flag_meanings": "infeasible feasible"})
-    data["frontier_cost"] = (dims4, frontier_cost, {"units": "USD / 1e6 output tokens",
-                                                    "long_name": "Pareto frontier: lowest cost over systems"})
-    data["winner"] = (dims4, winner, {"units": "1", "long_name": "system on the frontier (-1: none feasible)",
-                                      "flag_values": np.asarray([-1] + list(range(len(syss))), np.int8),
-                                      "flag_meanings": " ".join(["none"] + names)})
-    data["n_tied"] = (dims4, n_tied, {"units": "systems", "long_name": f"systems within {TIE:.0%} of the frontier "
-                                                                      "cost (ties go to the first in registry order)"})
-    data["advantage"] = (dims4, advantage, {
-        "units": "1", "long_name": "log cost of the best colocated system (vLLM, Sarathi-Serve) minus log cost of "
-                                   "the best disaggregated one (> 0: disaggregation cheaper)"})
+    data = {name: (dims5, arrays[name], POINT[name].attrs()) for name in keys if name != "feasible"}
+    data["feasible"] = (dims5, np.nan_to_num(arrays["feasible"]).astype(np.int8), POINT["feasible"].attrs())
+    values = {"frontier_cost": frontier_cost, "winner": winner, "n_tied": n_tied, "advantage": advantage}
+    for v in frontier_variables(names, TIE):
+        data[v.name] = (dims4, values[v.name].astype(v.dtype), v.attrs())
     coords = {
         "workload": ("workload", list(wls), {"long_name": "workload (workloads.csv; sharegpt: vLLM paper)"}),
         "hardware": ("hardware", list(hardware), {"long_name": "GPU (catalogue name)"}),
@@ -119,10 +100,10 @@ def common_frame(hardware: Sequence[str] = HARDWARE, workloads: Sequence[str] = 
         "tpot": ("tpot", tpot, {"units": "s", "long_name": f"TPOT bound at p{percentile * 100:g}"}),
         "system": ("system", names, {"long_name": "serving system (papers registry)"}),
         "system_arch": ("system", [s.arch for s in syss], {"long_name": "scheduling policy of the system"}),
-        "input_len": ("workload", [wls[w]["input_len"] for w in wls], {"units": "tokens",
-                                                                       "long_name": "mean prompt length"}),
-        "output_len": ("workload", [wls[w]["output_len"] for w in wls], {"units": "tokens",
-                                                                         "long_name": "mean output length"}),
+        "input_len": ("workload", [wls[w]["input_len"] for w in wls], {"units": "1",
+                                                                       "long_name": "mean prompt length in tokens"}),
+        "output_len": ("workload", [wls[w]["output_len"] for w in wls], {"units": "1",
+                                                                         "long_name": "mean output length in tokens"}),
         "cache_hit": ("workload", [wls[w]["cache_hit"] for w in wls],
                       {"units": "1", "long_name": "prefix-cache hit ratio (applied to prefix_cache systems only)"}),
     }

@@ -15,25 +15,11 @@ resolved here per scenario:
   cache pool, over ``cache_link`` ("nic": the prefill GPUs' NICs, one per GPU of the prefill instance).
 - ``tbt_definition``: how the paper measures the per-token gap (used by `claims` for the baselines it compares).
 
-Pool-separable evaluation (heterogeneous pools, prefix-cache loading, or a separate decode price). The engine's
-disaggregated cost is exactly separable: cost = prefill_cost + kv_tax + decode_cost, where prefill_cost and kv_tax
-depend only on the prefill pool (its GPU, TP, link and the TTFT bound) and decode_cost only on the decode pool
-(its GPU, TP and the TPOT bound), each priced at its own GPU's price. So the system is evaluated twice:
-
-1. prefill evaluation on the prefill GPU with the TPOT bound relaxed (RELAXED_S), once per prefill TP degree of
-   the space (with prefix-cache loading, the TTFT bound is reduced by that TP's load time, see below); the
-   cheapest feasible prefill_cost + kv_tax over TP degrees is kept, with its kv_tax_direct / kv_tax_indirect;
-2. decode evaluation on the decode GPU with the TTFT bound relaxed; its decode_cost is kept.
-
-The combination is cost = prefill_cost(P) + kv_tax(P) + decode_cost(D); GPUs per unit rate add up the same way,
-(prefill_cost + kv_tax) / (price_P k) + decode_cost / (price_D k) with k = 1e6 / (3600 O), and goodput per GPU is
-its inverse. On one GPU type with no cache loading this reproduces the single evaluation to rounding (tested).
-
-Cache-load time (prefix_cache): the hit KV, cache_hit * I_q * KV bytes per token (I_q: the contract-percentile
-prompt length), crosses the prefill instance's links, tp_prefill * B_load, before its prefill can finish. We add
-it to TTFT as a deterministic delay (the conservative sum of quantiles, as the engine does for the KV link wait):
-the TTFT bound handed to the engine is ttft - t_load, and the reported ttft includes t_load. It is a pure latency,
-not GPU time: Mooncake's conductor prefetches while the request queues and loads layer by layer.
+Heterogeneous pools and prefix-cache loading are inputs of the cost model itself (costmodel.inputs.build:
+`decode_hardware`, `decode_price`, `cache_load_bandwidth`): the decode pool is searched on its own GPU and priced at
+its own price, and the hit KV of a contract-percentile prompt is loaded over the prefill instance's NICs before
+its prefill can finish (a deterministic delay in TTFT, costmodel.arch.disaggregated.cache_load_time). Every system
+is one evaluation of the model.
 """
 from __future__ import annotations
 
@@ -49,8 +35,7 @@ import xarray as xr
 
 from ..costmodel import inputs
 from ..costmodel.catalog import load_hardware, load_model
-from ..costmodel.cost import PER_MTOK, SECONDS_PER_HOUR, evaluate_point
-from ..costmodel.latency import kv_bytes_per_token
+from ..costmodel.cost import evaluate_point
 from ..costmodel.types import ARCHS, SearchSpace
 from ..errors import FrontierError
 from ..variables import POINT_VARIABLES
@@ -61,18 +46,12 @@ SPACE_FIELDS = ("tp", "chunk", "tp_prefill", "tp_decode", "overlap")
 _DEFAULT_SPACE = SearchSpace()
 SPACE_LEN = {f: len(getattr(_DEFAULT_SPACE, f)) for f in SPACE_FIELDS}
 PIN_ALIASES = {"tp": ("tp", "tp_prefill", "tp_decode")}
-SYSTEM_KEYS = ("cost", "prefill", "decode", "kv_tax", "kv_direct", "kv_indirect", "cost_total", "ttft", "tpot",
-               "goodput", "throughput", "gpus", "tp_prefill", "tp_decode", "n_prefill", "n_decode", "chunk",
-               "overlap", "feasible", "reason")
+SYSTEM_KEYS = tuple(v.name for v in POINT_VARIABLES if v.dims == ("arch",))
 _EVAL_ARGS = ("input_len", "output_len", "ttft", "tpot", "percentile", "rate", "kv_bandwidth", "total_gpus",
               "input_cv", "output_cv", "arrival_ca2", "cache_hit", "slo_scale", "price", "hbm_bandwidth_scale",
-              "flops_scale", "n_prefill", "n_decode")
+              "flops_scale", "n_prefill", "n_decode", "decode_hardware", "decode_price", "cache_load_bandwidth")
 _EVAL_DEFAULTS = dict(input_len=2048, output_len=256, ttft=2.0, tpot=0.05, percentile=0.99)
 _POOLS_FROM_SYSTEM = "system"
-_SHORT = {"cost_per_mtok": "cost", "prefill_cost": "prefill", "decode_cost": "decode", "kv_tax_direct": "kv_direct",
-          "kv_tax_indirect": "kv_indirect", "cost_per_mtok_total": "cost_total", "ttft_achieved": "ttft",
-          "tpot_achieved": "tpot"}
-
 
 # ----------------------------------------------------------------------------------------------- the registry
 
@@ -254,7 +233,7 @@ def run_jobs(jobs: list[Job]) -> list[dict[str, np.ndarray]]:
     for start in range(0, padded, BUCKET):
         (pt, dm, pr), sp = jax.tree.map(lambda x, s=start: x[s:s + BUCKET], allin)
         outs.append(jax.tree.map(np.asarray, _kernel(pt, dm, pr, sp)))
-    merged = {_SHORT.get(k, k): np.concatenate([o[k] for o in outs])[:total] for k in outs[0]}
+    merged = {k: np.concatenate([o[k] for o in outs])[:total] for k in outs[0]}
     results, at = [], 0
     for n in sizes:
         results.append({k: v[at:at + n] for k, v in merged.items()})
@@ -265,7 +244,8 @@ def run_jobs(jobs: list[Job]) -> list[dict[str, np.ndarray]]:
 # ----------------------------------------------------------------------------------------------- plans
 
 class Plan(NamedTuple):
-    """The jobs one system needs for one scenario and how to combine their results into the system's output."""
+    """The job one system needs for one scenario (a list, so that plans batch) and how to read the system's
+    output from its result (the system's architecture's column)."""
 
     system: System
     jobs: list
@@ -300,14 +280,6 @@ def _space_with_pins(system: System, pins: dict) -> dict:
                 continue
             space[f] = _space_tuple(f, (float(bool(value)) if f == "overlap" else value,))
     return space
-
-
-def _input_quantile(mean, cv, percentile):
-    if isinstance(percentile, str):
-        return _arr(mean)
-    from scipy.special import ndtri
-    s2 = np.log1p(_arr(cv) ** 2)
-    return np.exp(np.log(_arr(mean)) - 0.5 * s2 + np.sqrt(s2) * ndtri(_arr(percentile)))
 
 
 def _same_gpu(a, b) -> bool:
@@ -348,7 +320,6 @@ def plan_system(system: str | System, **scenario) -> Plan:
     arch = ARCHS.index(system.arch)
     hw_p, hw_d = (pools if (pools is not None and arch == 2) else (hardware, hardware))
     hwp_obj, hwd_obj = load_hardware(hw_p), load_hardware(hw_d)
-    md = load_model(model)
     if arch == 2 and sc.get("kv_bandwidth") is None:
         if system.features.get("kv_link", "nic") == "nvlink":
             sc["kv_bandwidth"] = float(hwp_obj.nvlink_bandwidth)
@@ -361,96 +332,15 @@ def plan_system(system: str | System, **scenario) -> Plan:
              "hardware": str(hw_p) if isinstance(hw_p, str) else "custom",
              "decode_hardware": str(hw_d) if isinstance(hw_d, str) else "custom"}
     prefix = bool(system.features.get("prefix_cache", False)) and np.any(_arr(sc.get("cache_hit", 0.0)) > 0)
-    pooled = arch == 2 and (not _same_gpu(hw_p, hw_d) or prefix or decode_price is not None)
-    if not pooled:
-        job = Job(hw_p, model, space, dict(sc), engine, precision)
-        return Plan(system, [job], lambda rs: _as_system(_select(rs[0], arch)), shape, attrs)
-
-    if sc.get("total_gpus") is not None:
-        raise FrontierError(f"{system.name}: total_gpus is not supported with separately evaluated pools "
-                            "(heterogeneous GPUs, prefix-cache loading or decode_price); size each pool instead")
-    # 1. prefill evaluations: one per prefill TP degree, TPOT relaxed, TTFT reduced by the cache-load time.
-    n = int(np.prod(shape)) if shape else 1
-    flat = lambda x: np.broadcast_to(_arr(x), shape).reshape(n)  # noqa: E731
-    percentile = sc.get("percentile", 0.99)
-    ttft, scale = _arr(sc["ttft"]), _arr(sc.get("slo_scale", 1.0))
-    hit_bytes = np.zeros(())
-    b_load = 1.0
+    pooled = arch == 2 and (not _same_gpu(hw_p, hw_d) or decode_price is not None)
+    kw = dict(sc, decode_hardware=hw_d, decode_price=decode_price if pooled else sc.get("price"))
     if prefix:
-        i_q = _input_quantile(sc["input_len"], sc.get("input_cv", 0.0), percentile)
-        b_load = float(hwp_obj.nic_bandwidth) if cache_bandwidth is None else _arr(cache_bandwidth)
-        fp8 = 1.0 if precision == "fp8" else 0.0
-        hit_bytes = _arr(sc.get("cache_hit", 0.0)) * i_q * float(kv_bytes_per_token(md, fp8))
-    loads, oks, p_jobs = [], [], []
-    for g in sorted(set(space["tp_prefill"])):
-        t_load = hit_bytes / (g * b_load)
-        bound = ttft - t_load / scale
-        ok = bound > 0
-        kw = dict(sc, tpot=RELAXED_S, ttft=np.where(ok, bound, 1e-9))
-        p_jobs.append(Job(hw_p, model, dict(space, tp_prefill=(g,)), kw, engine, precision))
-        loads.append(flat(t_load))
-        oks.append(flat(ok).astype(bool))
-    loads, oks = np.stack(loads), np.stack(oks)
-    # 2. the decode evaluation: TTFT relaxed, priced at the decode GPU (or decode_price).
-    kw_d = dict(sc, ttft=RELAXED_S)
-    kw_d["price"] = decode_price if decode_price is not None else float(hwd_obj.price)
-    kw_d.pop("kv_bandwidth", None)
-    d_job = Job(hw_d, model, space, kw_d, engine, precision)
-
-    price_p = flat(sc["price"] if sc.get("price") is not None else float(hwp_obj.price))
-    price_d = flat(kw_d["price"])
-    o, i = flat(sc["output_len"]), flat(sc["input_len"])
-    fluid = sc.get("rate") is None
-
-    def combine(rs):
-        # a job whose array input was relaxed to a scalar has one point: broadcast every job to the n points
-        full = lambda r: {k: np.broadcast_to(np.asarray(v, float), (n,)) for k, v in _select(r, 2).items()}  # noqa
-        outs = [full(r) for r in rs[:-1]]
-        dec = full(rs[-1])
-        stack = lambda key: np.stack([np.asarray(out[key], float) for out in outs])  # noqa: E731
-        p_feas = (stack("feasible") > 0.5) & oks
-        pcost = np.where(p_feas, stack("prefill") + stack("kv_tax"), np.inf)
-        j = np.argmin(pcost, axis=0)[None]
-        pick = lambda key: np.take_along_axis(stack(key), j, 0)[0]  # noqa: E731
-        t_load = np.take_along_axis(loads, j, 0)[0]
-        p_ok = np.isfinite(np.min(pcost, axis=0))
-        d_ok = np.asarray(dec["feasible"], float) > 0.5
-        feasible = p_ok & d_ok
-        usd = lambda price: price / SECONDS_PER_HOUR * PER_MTOK / o  # noqa: E731  USD/Mtok per (GPU per req/s)
-        prefill, tax = pick("prefill"), pick("kv_tax")
-        decode = np.asarray(dec["decode"], float)
-        per_p = (prefill + tax) / usd(price_p)
-        per_d = decode / usd(price_d)
-        g_p, g_d = pick("tp_prefill"), np.asarray(dec["tp_decode"], float)
-        if fluid:
-            n_p = np.ones_like(g_p)
-            n_d = (per_d / g_d) / (per_p / g_p)
-            gpus = n_p * g_p + n_d * g_d
-            goodput = 1.0 / (per_p + per_d)
-        else:
-            n_p, n_d = pick("n_prefill"), np.asarray(dec["n_decode"], float)
-            gpus = n_p * g_p + n_d * g_d
-            goodput = flat(sc["rate"]) / gpus
-        cost = prefill + tax + decode
-        first_ok = np.argmax(oks, axis=0)[None]
-        p_reason = np.where(np.any(oks, axis=0), np.take_along_axis(stack("reason"), first_ok, 0)[0], 1)
-        reason = np.where(p_ok, np.where(d_ok, 0, np.asarray(dec["reason"], float)), p_reason)
-        reason = np.where((reason == 0) & ~feasible, 1, reason)
-        res = dict(cost=cost, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=pick("kv_direct"),
-                   kv_indirect=pick("kv_indirect"), cost_total=cost * o / (i + o), ttft=pick("ttft") + t_load,
-                   tpot=np.asarray(dec["tpot"], float), goodput=goodput, throughput=goodput * o,
-                   gpus=gpus, tp_prefill=g_p, tp_decode=g_d, n_prefill=n_p, n_decode=n_d,
-                   chunk=np.zeros_like(g_p), overlap=pick("overlap"), feasible=feasible.astype(float),
-                   reason=reason.astype(float))
-        nan_keys = ("cost", "prefill", "decode", "kv_tax", "kv_direct", "kv_indirect", "cost_total", "ttft",
-                    "tpot", "goodput", "throughput")
-        return {k: (np.where(feasible, v, np.nan) if k in nan_keys else v) for k, v in res.items()}
-
-    attrs["pool_evaluation"] = ("separate prefill and decode pools: cost = prefill_cost + kv_tax (prefill GPU) "
-                                "+ decode_cost (decode GPU)")
-    if prefix:
+        kw["cache_load_bandwidth"] = float(hwp_obj.nic_bandwidth) if cache_bandwidth is None else cache_bandwidth
         attrs["cache_load"] = "TTFT includes cache_hit * I_q * KV bytes / (tp_prefill * NIC bandwidth)"
-    return Plan(system, p_jobs + [d_job], combine, shape, attrs)
+    if pooled:
+        attrs["pools"] = "prefill pool on the prefill GPU, decode pool on the decode GPU, each at its own price"
+    job = Job(hw_p, model, space, kw, engine, precision)
+    return Plan(system, [job], lambda rs: _as_system(_select(rs[0], arch)), shape, attrs)
 
 
 def run_plans(plans: list[Plan]) -> list[dict]:
@@ -469,7 +359,7 @@ def system_dataset(res: dict, shape: tuple, attrs: dict) -> xr.Dataset:
     """The system's result as a Dataset with the same variable names, units and long names as `evaluate`."""
     lead = ("point",) if shape else ()
     get = (lambda v: np.asarray(v)) if shape else (lambda v: np.asarray(v)[0])
-    data = {v.name: (lead, get(res[_SHORT.get(v.name, v.name)]).astype(v.dtype), v.attrs())
+    data = {v.name: (lead, get(res[v.name]).astype(v.dtype), v.attrs())
             for v in POINT_VARIABLES if v.dims == ("arch",)}
     ds = xr.Dataset(data, coords={"arch": ((), attrs["arch"], {"long_name": "serving architecture"})})
     ds.attrs.update({"title": f"frontier-jax evaluation of {attrs['system']}", **attrs})

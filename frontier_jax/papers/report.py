@@ -24,6 +24,7 @@ import xarray as xr
 
 from ..costmodel.catalog import calibration_record, load_hardware
 from ..costmodel.types import ARCHS, SearchSpace
+from ..variables import POINT
 from .claims import ENGINE, LOG2, predict_claims
 from .frontier import HARDWARE, WORKLOADS, common_frame, plot_frontier
 from .registry import SPACE_FIELDS, Job, run_jobs
@@ -73,31 +74,28 @@ def seed_evidence(hardware: Sequence[str] = HARDWARE, engine: str = FRAME_ENGINE
     for a in range(nh):
         for c in range(nc):
             best[a, c] = rs[k]["best_arch"].reshape(ii.shape)
-            cost[a, c] = rs[k]["cost"].reshape(ii.shape + (len(ARCHS),))
+            cost[a, c] = rs[k]["cost_per_mtok"].reshape(ii.shape + (len(ARCHS),))
             k += 1
         for c in range(nc):
             adv_bw[a, c] = rs[k]["advantage"].reshape(len(SEED_INPUT), -1)
             k += 1
     bw_vals = np.stack([bws[hw] for hw in hardware])
     ds = xr.Dataset(
-        {"best_arch": (("hardware", "contract", "input_len", "output_len"), best,
-                       {"units": "1", "long_name": "cheapest feasible architecture (-1: none)",
-                        "flag_values": np.int8([-1, 0, 1, 2]), "flag_meanings": "none " + " ".join(ARCHS)}),
+        {"best_arch": (("hardware", "contract", "input_len", "output_len"), best, POINT["best_arch"].attrs()),
          "cost_per_mtok": (("hardware", "contract", "input_len", "output_len", "arch"), cost,
-                           {"units": "USD / 1e6 output tokens",
-                            "long_name": "cost per million SLO-compliant output tokens"}),
+                           POINT["cost_per_mtok"].attrs()),
          "advantage_bw": (("hardware", "contract", "input_len", "bandwidth_case"), adv_bw,
                           {"units": "1", "long_name": f"log cost of best colocated minus log cost of disaggregated "
                                                       f"at {CROSS_OUTPUT:.0f} output tokens (> 0: disaggregation "
                                                       "cheaper)"}),
          "kv_bandwidth": (("hardware", "bandwidth_case"), bw_vals,
-                          {"units": "bytes/s", "long_name": "KV link bandwidth per prefill GPU"})},
+                          {"units": "byte s-1", "long_name": "KV link bandwidth per prefill GPU"})},
         coords={"hardware": ("hardware", list(hardware), {"long_name": "GPU"}),
                 "contract": ("contract", list(SEED_CONTRACTS),
                              {"long_name": "p99 contract: " + ", ".join(f"{k} = TTFT {v[0]} s / TPOT {v[1]} s"
                                                                          for k, v in SEED_CONTRACTS.items())}),
-                "input_len": ("input_len", SEED_INPUT, {"units": "tokens", "long_name": "prompt length"}),
-                "output_len": ("output_len", SEED_OUTPUT, {"units": "tokens", "long_name": "output length"}),
+                "input_len": ("input_len", SEED_INPUT, {"units": "1", "long_name": "prompt length in tokens"}),
+                "output_len": ("output_len", SEED_OUTPUT, {"units": "1", "long_name": "output length in tokens"}),
                 "arch": ("arch", list(ARCHS), {"long_name": "serving architecture"}),
                 "bandwidth_case": ("bandwidth_case", [f"nic x {f:g}" for f in SEED_BW_FACTORS] + ["nvlink"],
                                    {"long_name": "KV link: multiple of the GPU's NIC, or its NVLink"})},

@@ -69,11 +69,22 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
         link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
             sc.mean_mode, qu.expect(full, w), 0.0)
         ttft = ttft + jnp.where(queue, jnp.maximum(link_wait, 0.0), 0.0)
+    ttft = ttft + cache_load_time(p, tp)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
     # The instance must hold its weights and at least one prompt's KV.
     room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
     return c.Latency(ttft, zero, zero, zero + 1.0, room, rho)
+
+
+def cache_load_time(p: c.Point, tp):
+    """Seconds to load the prefix-cache hits of a contract-percentile prompt (the mean one in mean mode) from a
+    global KV cache over the instance's tp links (Mooncake), added to TTFT as a deterministic delay: a pure latency,
+    not GPU time (the load is prefetched while the request queues and proceeds layer by layer). 0 when
+    cache_load_bandwidth is NO_LINK_LIMIT (a local prefix cache)."""
+    sc = p.sc
+    i_q = jnp.where(sc.mean_mode, sc.input_len, qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc)))
+    return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.fp8) / (tp * sc.cache_load_bandwidth)
 
 
 def prefill_rate_upper(p: c.Point, tp, overlap, link):
