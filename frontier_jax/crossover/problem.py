@@ -88,6 +88,7 @@ class Problem:
         return BREAKEVEN_REGISTRY[self.solve_for].units
 
     def outputs_meta(self):
+        """The break-even kernel's output variables (runner VarMeta)."""
         return outputs_meta(self.solve_for, self.thetas, self.log)
 
 

@@ -94,6 +94,7 @@ class System:
         return hash((self.name, self.paper, self.arch))
 
     def replace(self, **changes) -> "System":
+        """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     @property
@@ -151,12 +152,14 @@ def register_system(system: System, *, replace: bool = False) -> System:
 
 
 def unregister_system(name: str) -> None:
+    """Remove a system from the registry (FrontierError if unknown)."""
     if name not in SYSTEMS:
         raise FrontierError(f"no system named {name!r}")
     del SYSTEMS[name]
 
 
 def get_system(system: str | System) -> System:
+    """The registered System of a name (a System passes through); FrontierError listing the known ones."""
     if isinstance(system, System):
         return system
     if system in SYSTEMS:
@@ -165,6 +168,7 @@ def get_system(system: str | System) -> System:
 
 
 def list_systems() -> list[str]:
+    """Names of the registered systems, in registry order."""
     return list(SYSTEMS)
 
 

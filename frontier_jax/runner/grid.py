@@ -29,6 +29,7 @@ class Layout:
 
 
 def layout(spec: SweepSpec) -> Layout:
+    """The static part of a spec's grid (what the compiled chunk program depends on)."""
     return Layout(spec.shape, tuple((a.name, a.kind) for a in spec.axes),
                   tuple((f.name, f.kind) for f in spec.fixed), spec.derived)
 
@@ -39,6 +40,7 @@ def float_dtype() -> np.dtype:
 
 
 def index_dtype() -> np.dtype:
+    """The integer dtype of flat grid indices (int64 with jax_enable_x64, else int32)."""
     return np.dtype(jnp.result_type(int))
 
 

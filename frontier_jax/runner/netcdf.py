@@ -110,6 +110,7 @@ def _own_version() -> str:
 
 
 def provenance_attrs(devices: Sequence[Any]) -> dict[str, Any]:
+    """Global attributes that say how a file was made: versions, devices, precision, date."""
     import jax
     import netCDF4
     import xarray
@@ -250,6 +251,7 @@ def open_dataset(path: str, mode: str = "r") -> Any:
 
 
 def progress_info(ds: Any) -> dict[str, Any]:
+    """The partial file's bookkeeping: chunk size, chunk count, grid size, process split."""
     g = ds.groups[PROGRESS]
     info = {k: g.getncattr(k) for k in g.ncattrs()}
     for k in ("chunk_points", "n_chunks", "size", "process_index", "process_count"):
@@ -260,6 +262,7 @@ def progress_info(ds: Any) -> dict[str, Any]:
 
 
 def done_mask(ds: Any) -> np.ndarray:
+    """One bool per chunk: its values are in the file."""
     return np.asarray(ds.groups[PROGRESS]["chunk_done"][:], dtype=bool)
 
 

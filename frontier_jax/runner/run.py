@@ -35,6 +35,8 @@ AXIS = "points"
 
 @dataclass(frozen=True)
 class SweepSummary:
+    """What one `run_sweep` call did: points, wall and compile seconds, evaluation rate, the output path."""
+
     points: int                 # grid points evaluated by this call (resumed chunks not counted)
     seconds: float              # wall time of the whole call
     compile_seconds: float      # tracing + compilation (0 when the executable was cached)

@@ -43,6 +43,7 @@ class InputSpec:
     hint: str = ""  # appended to the out-of-range message (e.g. the units the value is in)
 
     def bounds_text(self) -> str:
+        """The admissible range as text, e.g. "0 < rate"."""
         lo = "" if self.lower is None else f"{self.lower:g} {'<' if self.lower_open else '<='} "
         hi = "" if self.upper is None else f" {'<' if self.upper_open else '<='} {self.upper:g}"
         return f"{lo}{self.name}{hi}"

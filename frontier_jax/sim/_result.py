@@ -180,6 +180,7 @@ class SimResult:
         return float(np.quantile(v, q)) if v.size else float("nan")
 
     def mean(self, metric: str) -> float:
+        """The mean of a metric over the measured requests (token_gap: over every measured gap), s."""
         if metric == "token_gap":
             if self.gap_values.size == 0:
                 return float("nan")

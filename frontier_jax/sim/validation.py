@@ -31,6 +31,9 @@ MODELS = ("llama-3.1-8b", "llama-2-13b", "qwen3-32b", "llama-3.1-70b")
 
 @dataclass(frozen=True)
 class Case:
+    """One random scenario of the closed-form-vs-simulator check: architecture, GPU, model, configuration, load
+    (a fraction of the closed form's stability limit) and percentile."""
+
     arch: str
     gpu: str
     model: str
@@ -50,6 +53,7 @@ def _np_tree(tree):
 
 
 def iteration_costs(point: Point, tp: float) -> IterationCosts:
+    """The simulator's iteration times (s) from the same roofline the closed form uses, evaluated in numpy."""
     hw, md, eff = _np_tree(point.hw), _np_tree(point.model), _np_tree(point.eff)
     fp8 = float(point.sc.fp8)
 
@@ -63,6 +67,7 @@ def iteration_costs(point: Point, tp: float) -> IterationCosts:
 
 
 def point_for(case: Case, q=None) -> Point:
+    """The cost model's Point of a case (loose contract; percentile q or the case's)."""
     hw, md = load_hardware(case.gpu), load_model(case.model)
     f = lambda x: jnp.asarray(float(x))  # noqa: E731
     sc = Scenario.build(input_len=f(case.input_len), output_len=f(case.output_len), input_cv=f(case.cv),
@@ -110,6 +115,7 @@ def stability_limit(case: Case) -> float:
 
 
 def draw_cases(n: int, seed: int = 0) -> list[Case]:
+    """n random cases whose closed form is stable and whose model fits in memory."""
     rng = np.random.default_rng(seed)
     cases = []
     while len(cases) < n:
@@ -156,10 +162,12 @@ def compare(case: Case, n_requests=20000, seed=0) -> dict:
 
 
 def run(n=60, seed=0, n_requests=20000):
+    """Compare closed form and simulation on n random cases; one result dict per case."""
     return [compare(c, n_requests=n_requests, seed=seed + i) for i, c in enumerate(draw_cases(n, seed))]
 
 
 def summarise(results) -> dict:
+    """Median, 90th percentile and max relative error of p_q TTFT and TPOT, per architecture and overall."""
     out = {}
     for arch in ("all", "colocated", "chunked", "disaggregated"):
         rs = [r for r in results if arch == "all" or r["case"].arch == arch]
@@ -171,6 +179,7 @@ def summarise(results) -> dict:
 
 
 def main(argv=None):
+    """`frontier validate`: print the error summary (JSON, or Markdown with --markdown)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)

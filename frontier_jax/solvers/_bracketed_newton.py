@@ -32,6 +32,9 @@ SCAN, REFINE, BELOW, ABOVE, SENS, DONE = range(6)
 
 
 class State(NamedTuple):
+    """The solver's loop state for one point: phase, bracket scan, bracket, Newton refinement, kink probes,
+    parameter derivatives."""
+
     phase: jax.Array
     k: jax.Array                 # sample index (SCAN) or parameter index (SENS)
     evaluations: jax.Array
@@ -117,6 +120,7 @@ class BracketedNewton:
 
     # ---- protocol ----
     def init(self, lower, upper, theta, aux_like) -> State:
+        """The state before the first evaluation: scan phase, bracket [lower, upper], m = len(theta) parameters."""
         dt = lower.dtype
         m = theta.shape[0]
         sig_like, aux_like = aux_like
@@ -153,6 +157,7 @@ class BracketedNewton:
         return y, dy, dtheta
 
     def step(self, s: State, f, df, sig, aux) -> State:
+        """The state after evaluating f (value, derivative, branch signature, aux) at the queried point."""
         ph = s.phase
         s = s._replace(evaluations=s.evaluations + 1)
         new = _where(ph == SCAN, self._scan(s, f, df, aux), s)
@@ -165,9 +170,11 @@ class BracketedNewton:
         return new
 
     def terminate(self, s: State):
+        """True once the solve is done (outcome decided, sensitivities taken)."""
         return s.phase == DONE
 
     def postprocess(self, s: State) -> Solution:
+        """The Solution (root, outcome, diagnostics, IFT sensitivities) from the final state."""
         dt = s.lower.dtype
         nan = jnp.asarray(jnp.nan, dt)
         located = (s.outcome == CONVERGED) | (s.outcome == KINK)
