@@ -84,7 +84,8 @@ def cache_load_time(p: c.Point, tp):
     cache_load_bandwidth is NO_LINK_LIMIT (a local prefix cache)."""
     sc = p.sc
     i_q = jnp.where(sc.mean_mode, sc.input_len, qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc)))
-    return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.fp8) / (tp * sc.cache_load_bandwidth)
+    # Divided in turn, never by tp * bandwidth: at NO_LINK_LIMIT a zero tangent of tp would give 0 * inf = NaN.
+    return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.fp8) / tp / sc.cache_load_bandwidth
 
 
 def prefill_rate_upper(p: c.Point, tp, overlap, link):
