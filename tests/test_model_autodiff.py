@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from frontier_jax import inputs
-from frontier_jax.arch import chunked, colocated, disaggregated
-from frontier_jax.search import SearchSpace, evaluate_point
+from frontier_jax.costmodel import inputs
+from frontier_jax.costmodel.arch import chunked, colocated, disaggregated
+from frontier_jax.costmodel.arch.disaggregated import Link
+from frontier_jax.costmodel.cost import evaluate_point
+from frontier_jax.costmodel.types import SearchSpace
 
 SMALL = SearchSpace(tp=(2.0,), chunk=(1024.0,), tp_prefill=(2.0,), tp_decode=(2.0,), overlap=(0.0,))
 FIELDS = ("kv_bandwidth", "input_len", "output_len")
@@ -28,7 +30,7 @@ def _fluid_costs(x):
     """Costs of the three architectures (fluid goodput) as a function of (kv_bandwidth, input_len, output_len)."""
     p, d, price = BASE
     p = p._replace(sc=p.sc._replace(**dict(zip(FIELDS, x))))
-    return evaluate_point(p, d, price, SMALL)["cost"]
+    return evaluate_point(p, d, price, SMALL).cost_per_mtok
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_integral_gradient_reverse_mode():
     p, d, price = _point(rate=3.3)
 
     def cost(rate):
-        return evaluate_point(p, d._replace(rate=rate), price, SMALL)["cost"][0]
+        return evaluate_point(p, d._replace(rate=rate), price, SMALL).cost_per_mtok[0]
 
     f = jax.jit(cost)
     x0 = jnp.asarray(3.3)
@@ -79,12 +81,13 @@ def test_vmap_matches_single_points():
     p, d, price = jax.tree.map(lambda x: jnp.broadcast_to(x, (2,)), (p, d, price))
     batched = jax.jit(jax.vmap(lambda a, b, c: evaluate_point(a, b, c, space)))
     mixed = batched(p, d, price)
-    keys = ("cost", "ttft", "tpot", "goodput", "advantage", "best_arch")
+    keys = ("cost_per_mtok", "ttft_achieved", "tpot_achieved", "goodput", "advantage", "best_arch")
     for i in range(2):  # each point alone (its batch filled with copies of it): lanes do not see each other
         one = batched(*jax.tree.map(lambda x: jnp.broadcast_to(x[i], (2,)), (p, d, price)))
         for k in keys:
-            np.testing.assert_allclose(np.asarray(mixed[k][i]), np.asarray(one[k][0]), rtol=1e-10, err_msg=k)
-            np.testing.assert_array_equal(np.asarray(one[k][0]), np.asarray(one[k][1]), err_msg=k)
+            m, o = np.asarray(getattr(mixed, k)), np.asarray(getattr(one, k))
+            np.testing.assert_allclose(m[i], o[0], rtol=1e-10, err_msg=k)
+            np.testing.assert_array_equal(o[0], o[1], err_msg=k)
 
 
 def test_jit_matches_eager_latencies():
@@ -94,7 +97,7 @@ def test_jit_matches_eager_latencies():
 
     def lat(p, lam):
         return (colocated.latency(p, jnp.asarray(2.0), lam), chunked.latency(p, jnp.asarray(2.0), jnp.asarray(1024.0), lam),
-                disaggregated.prefill_latency(p, jnp.asarray(2.0), jnp.asarray(1.0), jnp.asarray(2.0), lam),
+                disaggregated.prefill_latency(p, jnp.asarray(2.0), jnp.asarray(1.0), jnp.asarray(float(Link.FULL)), lam),
                 disaggregated.decode_latency(p, jnp.asarray(2.0), lam))
 
     eager, jitted = lat(p, lam), jax.jit(lat)(p, lam)
