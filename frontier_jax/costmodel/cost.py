@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..variables import POINT_VARIABLES
 from .search import LinkBlind, PrefillPool, search_link_blind, search_prefill_pool
 from .types import NO_ARCH, Arch, Demand, Infeasible, Point, SearchSpace
 
@@ -43,32 +44,11 @@ class ArchCost(NamedTuple):
     reason: jax.Array
 
 
-class PointResult(NamedTuple):
-    """Everything reported for one point; per-architecture fields have a trailing axis over Arch. The field names
-    are the output variables' names (frontier_jax.variables.VARIABLES)."""
-
-    cost_per_mtok: jax.Array
-    prefill_cost: jax.Array
-    decode_cost: jax.Array
-    kv_tax: jax.Array
-    kv_tax_direct: jax.Array
-    kv_tax_indirect: jax.Array
-    cost_per_mtok_total: jax.Array
-    ttft_achieved: jax.Array
-    tpot_achieved: jax.Array
-    goodput: jax.Array
-    throughput: jax.Array
-    gpus: jax.Array
-    tp_prefill: jax.Array
-    tp_decode: jax.Array
-    n_prefill: jax.Array
-    n_decode: jax.Array
-    chunk: jax.Array
-    overlap: jax.Array
-    feasible: jax.Array
-    reason: jax.Array
-    best_arch: jax.Array
-    advantage: jax.Array
+# Everything reported for one point, one field per output variable of frontier_jax.variables (in its order);
+# per-architecture fields have a trailing axis over Arch.
+PointResult = NamedTuple("PointResult", [(v.name, jax.Array) for v in POINT_VARIABLES])
+PointResult.__doc__ = ("Everything reported for one point: one field per output variable (frontier_jax.variables), "
+                       "per-architecture ones with a trailing axis over Arch.")
 
 
 def usd_per_mtok(price, output_len):
