@@ -1,4 +1,4 @@
-"""The operating-point solvers of frontier_jax/operating.py: Chandrupatla in the utilisation logit (continuous
+"""The operating-point solvers of frontier_jax/costmodel/operating_point.py: Chandrupatla in the utilisation logit (continuous
 constraints: the prefill pools) against a closed-form root and against the Illinois solver, and its IFT derivative
 against finite differences."""
 import jax
@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from frontier_jax import catalog, calibration, operating as op, search
-from frontier_jax.arch.common import Point, Scenario
+from frontier_jax.costmodel import catalog
+from frontier_jax.costmodel import operating_point as op
+from frontier_jax.costmodel import search
+from frontier_jax.costmodel.types import Point, Scenario
 
 RNG = np.random.default_rng(7)
 
@@ -66,21 +68,33 @@ def test_continuous_solver_is_the_illinois_root():
 def _prefill_points(n):
     hw = catalog.stacked_hardware(["a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm"])
     md = catalog.stacked_models(["llama-3.1-8b", "llama-3.1-70b"])
-    eff = calibration.stacked_efficiency(("current",))
+    eff = catalog.stacked_efficiency(("current",))
     ih, im = RNG.integers(0, 3, n), RNG.integers(0, 2, n)
     take = lambda table, i: jax.tree.map(lambda x: x[i], table)  # noqa: E731
     f = lambda lo, hi: jnp.asarray(10 ** RNG.uniform(lo, hi, n))  # noqa: E731
     z = jnp.zeros(n)
-    sc = Scenario(input_len=f(1.5, 4.5), output_len=f(1, 3), input_cv=jnp.asarray(RNG.choice([0.0, 0.5, 1.5], n)),
+    sc = Scenario.build(input_len=f(1.5, 4.5), output_len=f(1, 3), input_cv=jnp.asarray(RNG.choice([0.0, 0.5, 1.5], n)),
                   output_cv=z + 1.0, ttft=f(-1, 1), tpot=z + 0.05, q=jnp.asarray(RNG.choice([0.5, 0.9, 0.99], n)),
                   mean_mode=jnp.asarray(RNG.choice([0.0, 1.0], n, p=[0.8, 0.2])),
                   arrival_ca2=jnp.asarray(RNG.choice([0.0, 1.0, 4.0], n)), kv_bandwidth=f(8.5, 11.7),
                   cache_hit=jnp.asarray(RNG.choice([0.0, 0.5], n)), fp8=jnp.asarray(RNG.choice([0.0, 1.0], n)))
+    sc = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)), sc)  # defaulted fields are scalars: batch every leaf
     p = Point(take(hw, ih), take(md, im), jax.tree.map(lambda x: jnp.broadcast_to(x[0], (n,)), eff), sc)
     tp = jnp.asarray(RNG.choice([1.0, 2.0, 4.0, 8.0], n))
     overlap = jnp.asarray(RNG.choice([0.0, 1.0], n))
-    link = jnp.asarray(RNG.choice([0.0, 1.0, 2.0], n))
+    link = jnp.asarray(RNG.choice([0.0, 1.0, 2.0], n))  # Link.FREE, EXPOSED, FULL as data: one traced program
     return p, tp, overlap, link
+
+
+def _prefill_link_fn(lam, args):
+    """The prefill pool's constraint with the link mode as an array (any mode in one program)."""
+    p, tp, overlap, link = args
+    return search._prefill_violation(link, lam, (p, tp, overlap))
+
+
+def _prefill_link_upper(args):
+    p, tp, overlap, link = args
+    return search._prefill_rate_upper(link, (p, tp, overlap))
 
 
 def test_prefill_pools_agree_with_the_illinois_solver():
@@ -89,16 +103,16 @@ def test_prefill_pools_agree_with_the_illinois_solver():
     against 1 - rho); there the continuous solver's rate is at least as high and still meets the bound."""
     p, tp, overlap, link = args = _prefill_points(1500)
     solve = lambda cont: jax.jit(jax.vmap(lambda *a: op.max_rate(  # noqa: E731
-        search._prefill_link_fn, search._prefill_link_upper, a, cont)))(*args)
+        _prefill_link_fn, _prefill_link_upper, a, cont)))(*args)
     fast, slow = np.asarray(solve(True)), np.asarray(solve(False))
     assert np.array_equal(np.isnan(fast), np.isnan(slow))
     ok = np.isfinite(fast)
     assert ok.sum() > 500
-    upper = np.asarray(jax.vmap(lambda *a: search._prefill_link_upper(a))(*args))
+    upper = np.asarray(jax.vmap(lambda *a: _prefill_link_upper(a))(*args))
     far = ok & (fast / upper < 1.0 - 1e-4)
     assert far.sum() > 0.8 * ok.sum()
     np.testing.assert_allclose(fast[far], slow[far], rtol=1e-9)
-    violation = np.asarray(jax.vmap(lambda lam, *a: search._prefill_link_fn(lam, a))(jnp.asarray(fast), *args))
+    violation = np.asarray(jax.vmap(lambda lam, *a: _prefill_link_fn(lam, a))(jnp.asarray(fast), *args))
     assert np.all(violation[far] <= op.POLISH_TOL)
     # nearer the pole 1 - rho, recomputed from the rate, carries a relative rounding error of eps / (1 - rho)
     assert np.all(violation[ok] <= 1e-6)
