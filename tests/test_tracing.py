@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from jax.scipy.special import ndtri as jax_ndtri
 
-from frontier_jax import inputs, operating, queueing, tracing
-from frontier_jax.arch import chunked, colocated, disaggregated
+from frontier_jax import tracing
+from frontier_jax.costmodel import inputs, queueing
+from frontier_jax.costmodel import operating_point as operating
+from frontier_jax.costmodel.arch import chunked, colocated, disaggregated
+from frontier_jax.costmodel.arch.disaggregated import Link
+from frontier_jax.costmodel.types import Scenario
 
 RNG = np.random.default_rng(3)
 
@@ -34,24 +38,28 @@ def test_ndtri_derivative_is_the_normal_density():
 
 def test_per_point_z_is_the_same_model():
     """Every latency function (all the places that use z) gives the same bits with Scenario.z set once by
-    inputs.build and with z = None (computed where used), at several rates and percentiles."""
+    Scenario.build (through inputs.build) and with z recomputed from q inside the traced function by
+    jax.scipy.special.ndtri, at several rates and percentiles."""
     p, _, _ = inputs.build("h100-80gb-sxm", "llama-3.1-70b", input_len=4096.0, output_len=512.0, ttft=2.0,
                            tpot=0.05, percentile=[[0.5], [0.9], [0.99], [0.999]], input_cv=1.0,
                            rate=[0.05, 0.5, 2.0])
     n = p.sc.q.shape
     p = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x, float), n).ravel(), p)
-    assert p.sc.z is not None
     np.testing.assert_array_equal(np.asarray(p.sc.z), np.asarray(jax_ndtri(p.sc.q)))
-    bare = p._replace(sc=p.sc._replace(z=None))
+    built = Scenario.build(input_len=1.0, output_len=1.0, ttft=1.0, tpot=1.0, q=p.sc.q)
+    np.testing.assert_array_equal(np.asarray(built.z), np.asarray(jax_ndtri(p.sc.q)))
     lam = jnp.tile(jnp.asarray([0.05, 0.5, 2.0]), 4)
     two = jnp.full_like(lam, 2.0)
     parts = {"colocated": lambda p, l: colocated.latency(p, two[0], l),
              "chunked": lambda p, l: chunked.latency(p, two[0], 1024.0, l),
-             "prefill": lambda p, l: disaggregated.prefill_latency(p, two[0], 1.0, 2.0, l),
+             "prefill": lambda p, l: disaggregated.prefill_latency(p, two[0], 1.0, Link.FULL, l),
              "decode": lambda p, l: disaggregated.decode_latency(p, two[0], l)}
+
+    def z_where_used(f):
+        return lambda p, l: f(p._replace(sc=p.sc._replace(z=jax_ndtri(p.sc.q))), l)
+
     for name, f in parts.items():
-        g = jax.jit(jax.vmap(f))
-        a, b = g(p, lam), g(bare, lam)
+        a, b = jax.jit(jax.vmap(f))(p, lam), jax.jit(jax.vmap(z_where_used(f)))(p, lam)
         assert np.isfinite(np.asarray(a.ttft) + np.asarray(a.tpot)).any(), name
         for field, x, y in zip(a._fields, a, b):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{name}.{field}")
