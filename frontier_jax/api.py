@@ -41,8 +41,12 @@ def search_space(tp=None, tp_prefill=None, tp_decode=None, chunk=None, overlap=N
 
 
 def to_dataset(out: dict, lead_dims: tuple, coords: dict, attrs: dict) -> xr.Dataset:
-    """An xarray.Dataset of the model's outputs (dims lead_dims + each variable's own) with CF attributes."""
-    data = {v.name: (lead_dims + v.dims, np.asarray(out[v.name]).astype(v.dtype), v.attrs()) for v in POINT_VARIABLES}
+    """An xarray.Dataset of the model's outputs (dims lead_dims + each variable's own) with CF attributes. Float
+    variables keep the precision they were computed in (float32 with jax_enable_x64 off); flags are cast."""
+    def values(v):
+        x = np.asarray(out[v.name])
+        return x if x.dtype.kind == "f" and np.dtype(v.dtype).kind == "f" else x.astype(v.dtype)
+    data = {v.name: (lead_dims + v.dims, values(v), v.attrs()) for v in POINT_VARIABLES}
     ds = xr.Dataset(data, coords={ARCH_COORD[0]: ARCH_COORD, **coords})
     ds.attrs.update(attrs)
     return ds
