@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from frontier_jax.errors import FrontierError
-from frontier_jax.sweep import DEFAULT_REGISTRY, InputSpec, load_spec, make_point_fn
-from frontier_jax.sweep.grid import decode_points, layout, point_arrays
+from frontier_jax.costmodel.kernel import INPUTS as DEFAULT_REGISTRY
+from frontier_jax.costmodel.kernel import load_sweep_spec
+from frontier_jax.runner import InputSpec, load_spec, make_point_fn
+from frontier_jax.runner.grid import decode_points, layout, point_arrays
 
 HW = ["a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm"]
 REGISTRY = {**DEFAULT_REGISTRY,
@@ -38,6 +40,18 @@ def test_default_registry_has_required_inputs():
     assert DEFAULT_REGISTRY["engine"].choices_fn() == ["current", "vllm-2023"]
 
 
+def test_registry_is_the_runners_only_vocabulary():
+    """The runner knows no cost-model input: a spec is validated against the registry it is given."""
+    own = {"x": InputSpec("x", "continuous", "m", "a length", lower=0.0, lower_open=True)}
+    spec = load_spec({"axes": {"x": [1.0, 2.0, 3.0]}}, own)
+    assert spec.axis_names == ("x",) and spec.axes[0].units == "m"
+    with pytest.raises(FrontierError, match="ttft"):
+        load_spec({"fixed": {"ttft": 1.0}}, own)
+    with pytest.raises(TypeError):
+        load_spec({"fixed": {"ttft": 1.0}})  # the registry is required
+    assert load_sweep_spec({"fixed": {"ttft": 1.0}}) == load_spec({"fixed": {"ttft": 1.0}}, DEFAULT_REGISTRY)
+
+
 def test_example_spec(tmp_path):
     spec = load_spec(EXAMPLE, REGISTRY)
     assert spec.name == "example" and spec.title == "example"
@@ -59,8 +73,8 @@ def test_example_spec(tmp_path):
 
 
 def test_integer_and_default_categoricals():
-    spec = load_spec({"axes": {"total_gpus": {"linspace": [2, 8, 4]}, "precision": ["fp8", "bf16"]},
-                      "fixed": {"engine": "current"}})
+    spec = load_sweep_spec({"axes": {"total_gpus": {"linspace": [2, 8, 4]}, "precision": ["fp8", "bf16"]},
+                            "fixed": {"engine": "current"}})
     assert spec.axes[0].values == (2, 4, 6, 8) and all(isinstance(v, int) for v in spec.axes[0].values)
     pts = make_point_fn(spec)(jnp.arange(spec.size))
     assert pts["precision"].dtype == jnp.int32
@@ -90,8 +104,8 @@ def test_axis_values_are_data_not_constants():
         traces.append(1)
         return decode_points(lay, arrays, idx)
 
-    a = load_spec({"axes": {"ttft": {"linspace": [1, 2, 5]}, "rate": [1.0, 2.0]}})
-    b = load_spec({"axes": {"ttft": {"logspace": [3, 7, 5]}, "rate": [5.0, 6.0]}})
+    a = load_sweep_spec({"axes": {"ttft": {"linspace": [1, 2, 5]}, "rate": [1.0, 2.0]}})
+    b = load_sweep_spec({"axes": {"ttft": {"logspace": [3, 7, 5]}, "rate": [5.0, 6.0]}})
     lay = layout(a)
     assert layout(b) == lay
     ra = f(jnp.arange(10), point_arrays(a))
@@ -101,7 +115,7 @@ def test_axis_values_are_data_not_constants():
 
 
 def test_derived_io_ratio():
-    spec = load_spec({"fixed": {"total_len": 1000.0}, "axes": {"io_ratio": [0.25, 1.0, 4.0]}})
+    spec = load_sweep_spec({"fixed": {"total_len": 1000.0}, "axes": {"io_ratio": [0.25, 1.0, 4.0]}})
     assert spec.derived and "input_len" in spec.input_names
     pts = make_point_fn(spec)(jnp.arange(3))
     np.testing.assert_allclose(pts["input_len"], [200.0, 500.0, 800.0])
@@ -110,7 +124,7 @@ def test_derived_io_ratio():
 
 
 def test_only_fixed_inputs_gives_one_point():
-    spec = load_spec({"fixed": {"ttft": 1.0}})
+    spec = load_sweep_spec({"fixed": {"ttft": 1.0}})
     assert spec.shape == () and spec.size == 1
 
 
