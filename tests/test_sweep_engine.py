@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from frontier_jax.costmodel.kernel import INPUTS as DEFAULT_REGISTRY
 from frontier_jax.errors import FrontierError
-from frontier_jax.io import netcdf
-from frontier_jax.sweep import InputSpec, VarMeta, hyperslabs, load_spec, merge_parts, run_sweep
-from frontier_jax.sweep import engine
-from frontier_jax.sweep.spec import DEFAULT_REGISTRY
+from frontier_jax.runner import InputSpec, VarMeta, hyperslabs, load_spec, merge_parts, netcdf, run_sweep
+from frontier_jax.runner import run as engine
 
 ROOT = Path(__file__).resolve().parents[1]
 HW = ["a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm"]
@@ -232,7 +231,7 @@ def test_resume_after_interrupt(tmp_path, monkeypatch, write_points, fail_at, do
 
 
 def test_fixed_only_spec(tmp_path):
-    spec = load_spec({"fixed": {"ttft": 2.0, "engine": "vllm-2023", "total_gpus": 8}})
+    spec = load_spec({"fixed": {"ttft": 2.0, "engine": "vllm-2023", "total_gpus": 8}}, DEFAULT_REGISTRY)
 
     def k(p):
         c = p["ttft"] * p["total_gpus"] + p["engine"]
@@ -319,14 +318,15 @@ import os, resource, sys
 os.environ["JAX_PLATFORMS"] = "cpu"
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
-from frontier_jax.sweep import VarMeta, load_spec, run_sweep
+from frontier_jax.costmodel.kernel import INPUTS
+from frontier_jax.runner import VarMeta, load_spec, run_sweep
 meta = {{"y": VarMeta((), "1", "y"), "yk": VarMeta(("k",), "1", "yk"), "f": VarMeta((), "1", "f", np.int8)}}
 extra = {{"k": (list(range(16)), {{"units": "1", "long_name": "k"}})}}
 def k(p):
     y = p["rate"] * p["ttft"]
     return {{"y": y, "yk": y[:, None] * jnp.arange(16.0)[None, :], "f": (y > 1).astype(jnp.int8)}}
 def run(n, path):
-    spec = load_spec({{"axes": {{"rate": {{"linspace": [1, 2, n]}}, "ttft": {{"linspace": [1, 2, 1000]}}}}}})
+    spec = load_spec({{"axes": {{"rate": {{"linspace": [1, 2, n]}}, "ttft": {{"linspace": [1, 2, 1000]}}}}}}, INPUTS)
     return run_sweep(spec, k, meta, path, extra_coords=extra, progress=False, chunk=16384)
 run(10, {d!r} + "/warm.nc")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -350,7 +350,7 @@ def test_bounded_memory(tmp_path):
 
 TRIM = """
 import os, numpy as np
-from frontier_jax.sweep.engine import release_free_heap
+from frontier_jax.runner.run import release_free_heap
 def rss_mb():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 big, keep = [], []
