@@ -1,4 +1,5 @@
-"""Shared parts in the sweep engine (sweep/sharing.py; search.py `evaluate_unlinked`, `evaluate_prefill`).
+"""Shared parts in the sweep runner (runner/sharing.py; costmodel/search.py `search_link_blind`,
+`search_prefill_pool`).
 
 Points that differ only in the KV bandwidth or the price share the colocated searches, the decode pool and the
 infinite-bandwidth prefill pool; points that differ only in the decode side (output length and CV, TPOT bound,
@@ -16,12 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from frontier_jax.search import (DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, SearchSpace, evaluate_point, evaluate_prefill,
-                                 evaluate_unlinked)
-from frontier_jax.sweep import load_spec, run_sweep
-from frontier_jax.sweep.grid import layout, make_point_fn
-from frontier_jax.sweep.kernel import EXTRA_COORDS, SweepKernel, make_kernel, outputs_meta, point_inputs
-from frontier_jax.sweep.sharing import SharedPart, distinct_bound, plan, representatives
+from frontier_jax.costmodel.cost import evaluate_point
+from frontier_jax.costmodel.kernel import (EXTRA_COORDS, SweepKernel, load_sweep_spec, make_kernel, outputs_meta,
+                                           point_inputs)
+from frontier_jax.costmodel.search import (DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, search_link_blind,
+                                           search_prefill_pool)
+from frontier_jax.costmodel.types import SearchSpace
+from frontier_jax.runner import run_sweep
+from frontier_jax.runner.grid import layout, make_point_fn
+from frontier_jax.runner.sharing import SharedPart, distinct_bound, plan, representatives
 
 # One configuration per choice (with overlap, so the link matters): a small program, compiled quickly.
 SMALL = SearchSpace(tp=(2.0,), chunk=(1024.0,), tp_prefill=(2.0,), tp_decode=(2.0,), overlap=(1.0,))
@@ -29,7 +33,7 @@ SMALL = SearchSpace(tp=(2.0,), chunk=(1024.0,), tp_prefill=(2.0,), tp_decode=(2.
 
 def _spec(axes: dict, fixed: dict | None = None):
     base = {"ttft": 2.0, "tpot": 0.05, "model": "llama-3.1-8b", **(fixed or {})}
-    return load_spec({"sweep": {"name": "share"}, "fixed": {k: v for k, v in base.items() if k not in axes},
+    return load_sweep_spec({"sweep": {"name": "share"}, "fixed": {k: v for k, v in base.items() if k not in axes},
                       "axes": {"hardware": {"values": ["a100-80gb-sxm", "h100-80gb-sxm"]},
                                "input_len": {"values": [512, 8192]}, "output_len": {"values": [64, 1024]},
                                **{k: {"values": v} for k, v in axes.items()}}})
@@ -77,15 +81,17 @@ def test_plan_shares_each_part_where_it_saves_work():
     assert DECODE_ONLY_INPUTS == {"output_len", "output_cv", "tpot", "price_scale", "total_gpus"}
     names = lambda spec, n: {p.name: p.size for p in plan(make_kernel(spec), layout(spec), n)}  # noqa: E731
     kv = _spec({"kv_bandwidth": [1e9, 1e10, 1e11]})  # (hardware, input_len, output_len, kv): 2 x 2 x 2 x 3
-    assert names(kv, 7) == {"unlinked": 3, "prefill": 6}
-    assert names(kv, 4) == {"unlinked": 2}  # 4 points can all differ in (input_len, kv_bandwidth): no saving
-    kv_first = load_spec({"sweep": {"name": "s"}, "fixed": {"ttft": 2.0, "tpot": 0.05, "model": "llama-3.1-8b"},
-                          "axes": {"kv_bandwidth": {"values": [1e9, 1e10]}, "hardware": {"values": ["h100-80gb-sxm"]},
-                                   "output_len": {"values": [64, 128, 256, 512]}, "input_len": {"values": [1, 2]}}})
+    assert names(kv, 7) == {"link_blind": 3, "prefill": 6}
+    assert names(kv, 4) == {"link_blind": 2}  # 4 points can all differ in (input_len, kv_bandwidth): no saving
+    kv_first = load_sweep_spec({"sweep": {"name": "s"}, "fixed": {"ttft": 2.0, "tpot": 0.05, "model": "llama-3.1-8b"},
+                                "axes": {"kv_bandwidth": {"values": [1e9, 1e10]},
+                                         "hardware": {"values": ["h100-80gb-sxm"]},
+                                         "output_len": {"values": [64, 128, 256, 512]},
+                                         "input_len": {"values": [1, 2]}}})
     # ignored axes anywhere: 8 consecutive points can all differ in (output_len, input_len), never in more than 4
     # (kv_bandwidth, input_len)
     assert names(kv_first, 8) == {"prefill": 4}
-    assert names(kv_first, 16) == {"unlinked": 8, "prefill": 4}
+    assert names(kv_first, 16) == {"link_blind": 8, "prefill": 4}
     assert names(_spec({}), 8) == {"prefill": 4}  # no link-only axis
     assert plan(make_kernel(kv), layout(kv), 7, share=False) == ()
     assert plan(lambda pts: pts, layout(kv), 7) == ()  # a plain kernel has no shared form
@@ -100,27 +106,27 @@ def test_each_shared_part_ignores_its_inputs():
     lay = layout(spec)
     k = make_kernel(spec, SMALL)
     pts = make_point_fn(spec)(jnp.arange(spec.size))
-    point, demand, price = point_inputs(spec, pts, k.tables)
+    point, demand, price = point_inputs(pts, k.tables)
     reps = {name: jnp.asarray(_brute_reps(lay.shape, tuple(a in ignores for a, _ in lay.axes)))
             for name, ignores in k.shared_parts.items()}
 
     @jax.jit
     def run(point, demand, price, rep_u, rep_p):
-        u = jax.vmap(lambda p, d: evaluate_unlinked(p, d, SMALL))(point, demand)
-        q = jax.vmap(lambda p, d: evaluate_prefill(p, d, SMALL))(point, demand)
+        u = jax.vmap(lambda p, d: search_link_blind(p, d, SMALL))(point, demand)
+        q = jax.vmap(lambda p, d: search_prefill_pool(p, d, SMALL))(point, demand)
         u_rep, q_rep = (jax.tree.map(lambda x, r=r: x[r], part) for part, r in ((u, rep_u), (q, rep_p)))
         ev = jax.vmap(lambda p, d, c, a, b: evaluate_point(p, d, c, SMALL, a, b))
         return (u, q, ev(point, demand, price, u, q)), (u_rep, q_rep, ev(point, demand, price, u_rep, q_rep))
 
-    own, shared = run(point, demand, price, reps["unlinked"], reps["prefill"])
-    for where, a, b in zip(("unlinked", "prefill", "evaluate_point"), own, shared):
+    own, shared = run(point, demand, price, reps["link_blind"], reps["prefill"])
+    for where, a, b in zip(("link_blind", "prefill", "evaluate_point"), own, shared):
         assert jax.tree.structure(a) == jax.tree.structure(b)
         for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{where} {jax.tree_util.keystr(path)}")
     out = own[2]
-    tax = np.asarray(out["kv_tax"])[:, 2]
+    tax = np.asarray(out.kv_tax)[:, 2]
     assert np.ptp(tax[np.isfinite(tax)]) > 0  # the link matters
-    feasible = np.asarray(out["feasible"])[:, 2]
+    feasible = np.asarray(out.feasible)[:, 2]
     assert feasible.any() and not feasible.all()  # the decode side (and the GPU cap) still decides feasibility
 
 
@@ -136,13 +142,13 @@ def test_engine_takes_the_shared_path(tmp_path):
 
     run_sweep(spec, Spy(spec, SMALL), outputs_meta(), tmp_path / "o.nc", extra_coords=EXTRA_COORDS, chunk=14,
               progress=False, devices=jax.devices()[:2])
-    assert calls == [((7,), {"unlinked": (3,), "prefill": (6,)})]
+    assert calls == [((7,), {"link_blind": (3,), "prefill": (6,)})]
     with xr.open_dataset(tmp_path / "o.nc") as ds:
         assert ds["feasible"].values.any()
 
 
 def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    from frontier_jax.cli import CACHE_ENV, compile_cache_dir
+    from frontier_jax.cli.common import CACHE_ENV, compile_cache_dir
 
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
