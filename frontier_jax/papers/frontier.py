@@ -30,6 +30,7 @@ TIE = 0.01  # relative cost difference below which systems tie on the frontier
 
 
 def contract_grid(n: int = 8, ttft_range=TTFT_RANGE, tpot_range=TPOT_RANGE):
+    """n log-spaced p99 TTFT bounds and n TPOT bounds (s) over the given ranges."""
     return np.geomspace(*ttft_range, n), np.geomspace(*tpot_range, n)
 
 
@@ -115,54 +116,11 @@ def common_frame(hardware: Sequence[str] = HARDWARE, workloads: Sequence[str] = 
     return ds
 
 
-SYSTEM_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
-
-
 def plot_frontier(ds: xr.Dataset, workloads: Sequence[str] | None = None, hardware: Sequence[str] | None = None):
-    """A figure with one panel per (workload, GPU): the frontier's winning system as colour, the frontier cost
-    (USD per million compliant output tokens) as labelled contours, TPOT bound on x and TTFT bound on y."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.patches import Patch
-
-    wls = list(workloads if workloads is not None else ds["workload"].values)
-    hws = list(hardware if hardware is not None else ds["hardware"].values)
-    systems = [str(s) for s in ds["system"].values]
-    colors = (SYSTEM_COLORS * 2)[:len(systems)]
-    cmap = ListedColormap(["#f0f0f0"] + colors)
-    norm = BoundaryNorm(np.arange(-1.5, len(systems), 1.0), cmap.N)
-    fig, axes = plt.subplots(len(wls), len(hws), figsize=(3.6 * len(hws) + 1.2, 3.0 * len(wls) + 0.8),
-                             squeeze=False, sharex=True, sharey=True)
-    x, y = ds["tpot"].values, ds["ttft"].values
-    for r, w in enumerate(wls):
-        for c, hw in enumerate(hws):
-            ax = axes[r, c]
-            win = ds["winner"].sel(workload=w, hardware=hw).values
-            ax.pcolormesh(x, y, win, cmap=cmap, norm=norm, shading="nearest")
-            cost = ds["frontier_cost"].sel(workload=w, hardware=hw).values
-            if np.sum(np.isfinite(cost)) >= 4 and len(x) > 1 and len(y) > 1:
-                levels = np.unique(np.round(np.geomspace(np.nanmin(cost), np.nanmax(cost), 6), 2))
-                if len(levels) > 1:
-                    cs = ax.contour(x, y, cost, levels=levels, colors="k", linewidths=0.7)
-                    ax.clabel(cs, fmt="%.3g", fontsize=6)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            wl = ds.sel(workload=w)
-            ax.set_title(f"{hw} | {w}\n(in {float(wl.input_len):.0f} / out {float(wl.output_len):.0f})",
-                         fontsize=8)
-            if r == len(wls) - 1:
-                ax.set_xlabel("p99 TPOT bound (s)")
-            if c == 0:
-                ax.set_ylabel("p99 TTFT bound (s)")
-    handles = [Patch(color=col, label=s) for s, col in zip(systems, colors)] + [Patch(color="#f0f0f0",
-                                                                                      label="none feasible")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"Cost frontier ({ds.attrs.get('model', '')}, engine {ds.attrs.get('engine', '')}): winning "
-                 "system; contours = USD per 1e6 SLO-compliant output tokens", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    return fig
+    """The frontier figure of a `common_frame` dataset: `frontier_jax.plotting.plot_frontier` (kept here for
+    `from frontier_jax.papers import plot_frontier`)."""
+    from .. import plotting
+    return plotting.plot_frontier(ds, workloads, hardware)
 
 
 __all__ = ["common_frame", "plot_frontier", "contract_grid", "HARDWARE", "WORKLOADS"]

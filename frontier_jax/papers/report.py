@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import plotting
 from ..costmodel.catalog import calibration_record, load_hardware
 from ..costmodel.types import ARCHS, SearchSpace
 from ..variables import POINT
 from .claims import ENGINE, LOG2, predict_claims
-from .frontier import HARDWARE, WORKLOADS, common_frame, plot_frontier
+from .frontier import HARDWARE, WORKLOADS, common_frame
 from .registry import SPACE_FIELDS, Job, run_jobs
 
 TARGET = math.log(1.5)
@@ -233,38 +234,6 @@ def seed_verdicts(ds: xr.Dataset) -> tuple[list[dict], str]:
     return verdicts, "\n".join(lines)
 
 
-def plot_seed(ds: xr.Dataset):
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.patches import Patch
-    colors = ["#f0f0f0", "#4c72b0", "#dd8452", "#55a868"]
-    cmap, norm = ListedColormap(colors), BoundaryNorm(np.arange(-1.5, 3.0, 1.0), 4)
-    hws, cs = list(ds["hardware"].values), list(ds["contract"].values)
-    fig, axes = plt.subplots(len(cs), len(hws), figsize=(3.4 * len(hws), 3.0 * len(cs) + 0.6), squeeze=False,
-                             sharex=True, sharey=True)
-    for r, c in enumerate(cs):
-        for k, hw in enumerate(hws):
-            ax = axes[r, k]
-            ax.pcolormesh(ds["output_len"].values, ds["input_len"].values,
-                          ds["best_arch"].sel(hardware=hw, contract=c).values, cmap=cmap, norm=norm,
-                          shading="nearest")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log", base=2)
-            t, p = SEED_CONTRACTS[str(c)]
-            ax.set_title(f"{hw} | {c}: p99 TTFT {t} s, TPOT {p} s", fontsize=8)
-            if r == len(cs) - 1:
-                ax.set_xlabel("output tokens")
-            if k == 0:
-                ax.set_ylabel("prompt tokens")
-    fig.legend(handles=[Patch(color=col, label=lab) for col, lab in zip(colors, ["none feasible"] + list(ARCHS))],
-               loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"Cheapest architecture ({ds.attrs['model']}, engine {ds.attrs['engine']})", fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    return fig
-
-
 # ------------------------------------------------------------------------------------------------ report
 
 def _md_table(df: pd.DataFrame, cols: Sequence[str], fmt: dict | None = None) -> str:
@@ -339,19 +308,14 @@ def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
     wls = ("sharegpt", "arxiv_summarization") if quick else WORKLOADS
     frame = common_frame(HARDWARE, wls, n=4 if quick else 8, engine=FRAME_ENGINE)
     frame.to_netcdf(out / "frontier.nc")
-    fig = plot_frontier(frame)
-    fig.savefig(out / "frontier.png", dpi=110)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+    plotting.plot_frontier(frame).savefig(out / "frontier.png", dpi=110)
     timings["frontier"] = time.time() - t1
 
     # 3. seed evidence
     t2 = time.time()
     seed = seed_evidence(HARDWARE, FRAME_ENGINE)
     seed.to_netcdf(out / "seed.nc")
-    fig = plot_seed(seed)
-    fig.savefig(out / "seed.png", dpi=110)
-    plt.close(fig)
+    plotting.plot_seed(seed).savefig(out / "seed.png", dpi=110)
     verdicts, seed_md = seed_verdicts(seed)
     timings["seed"] = time.time() - t2
 
