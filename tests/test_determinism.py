@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+from frontier_jax.runner import run_sweep
 from frontier_jax.sim import IterationCosts, simulate
-from frontier_jax.sweep import load_spec, run_sweep
-from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
 
 SPEC = """
 [sweep]
@@ -41,7 +41,7 @@ kv_bandwidth = { values = [5e9, 5e10] }
 """
 SIZE = 2 * 2 * 5 * 4 * 2 * 2  # 320 points, some infeasible (ttft 0.3 s with long prompts)
 # The runs below share the link-blind work between the two bandwidths and, with chunks of 12 points per device, the
-# linked prefill search between output lengths (sweep/sharing.py); "4dev_chunk48_dense" evaluates every point in
+# linked prefill search between output lengths (runner/sharing.py); "4dev_chunk48_dense" evaluates every point in
 # full.
 
 
@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
     procs = {"cli_4dev_chunk20": cli("cli4.nc", 20, 4),    # chunks of 20 -> 5 points per device
              "1dev_chunk37": cli("cli1.nc", 37, 1)}        # 5 chunks of 37 on one device, the last one padded
     try:
-        spec = load_spec(d / "spec.toml")
+        spec = load_sweep_spec(d / "spec.toml")
         assert spec.size == SIZE
         kernel = make_kernel(spec)
         devs = jax.devices()
