@@ -165,7 +165,7 @@ def test_sigkill_leaves_partial_and_resume_matches(tmp_path, env, reference):
 def test_ctrl_c_waits_for_the_chunk_boundary():
     """Inside the chunk loop the first SIGINT only sets the flag the loop reads between chunks (the sweep then stops
     with the partial file consistent); a second one interrupts at once; the previous handler comes back after."""
-    from frontier_jax.sweep.engine import deferred_sigint
+    from frontier_jax.runner.run import deferred_sigint
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
