@@ -5,7 +5,7 @@ problem and the fix, exit with status 2, print no traceback and leave no new fil
 while leaving files that were already there untouched. Every case runs `frontier_jax.cli.main(argv)` in-process
 (cheap, and with the model's compile entry points patched to fail, so each mistake is caught before any JAX
 compilation); the cases marked `sub` also run as a real subprocess (`python -m frontier_jax.cli ...`), which checks
-the process exit status and the whole of stderr. Through the Python API (load_spec / make_kernel / run_sweep,
+the process exit status and the whole of stderr. Through the Python API (load_sweep_spec / make_kernel / run_sweep,
 evaluate, catalog, merge_parts) the same mistake must raise FrontierError with the same message.
 """
 from __future__ import annotations
@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frontier_jax import catalog, cli
+from frontier_jax import cli
+from frontier_jax.api import evaluate
+from frontier_jax.costmodel import catalog
+from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
 from frontier_jax.errors import FrontierError
-from frontier_jax.evaluate import evaluate
-from frontier_jax.sweep import load_spec, merge_parts, run_sweep
-from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+from frontier_jax.runner import merge_parts, run_sweep
 
 DIR = object()  # marker: create a directory at this path
 
@@ -210,8 +211,8 @@ class Compiled(AssertionError):
 @pytest.fixture
 def no_compile(monkeypatch):
     """Fail loudly if the cost model is compiled (sweep chunk program or evaluate's kernel)."""
-    evaluate_mod = sys.modules["frontier_jax.evaluate"]  # the package attribute `evaluate` is the function
-    engine_mod = sys.modules["frontier_jax.sweep.engine"]
+    evaluate_mod = sys.modules["frontier_jax.api"]
+    engine_mod = sys.modules["frontier_jax.runner.run"]
 
     def boom(*a, **k):
         raise Compiled("the mistake was not caught before JAX compilation")
@@ -224,7 +225,7 @@ def _api_call(argv: list[str]):
     """Call the Python API the way the CLI subcommand would, with the same (already parsed) arguments."""
     a = cli.build_parser().parse_args(argv)
     if a.command == "sweep":
-        s = load_spec(a.spec)
+        s = load_sweep_spec(a.spec)
         run_sweep(s, make_kernel(s), outputs_meta(), a.output or f"{s.name}.nc", extra_coords=EXTRA_COORDS,
                   chunk=a.chunk, resume=a.resume, overwrite=a.overwrite, progress=False)
     elif a.command == "eval":
@@ -328,11 +329,11 @@ API_CASES = [
     ("evaluate_tp_zero", lambda: evaluate(tp=0), r"tp must be > 0"),
     ("evaluate_tp_fraction", lambda: evaluate(tp=1.5), r"tp must be a whole number"),
     ("evaluate_pins_without_rate", lambda: evaluate(n_prefill=2), r"give rate= too"),
-    ("load_spec_wrong_type", lambda: load_spec(42), r"spec must be a path, a TOML string or a dict"),
-    ("load_spec_dict_bad_axis", lambda: load_spec({"axes": {"input_len": {"range": [1, 2, 3]}}}),
+    ("load_spec_wrong_type", lambda: load_sweep_spec(42), r"spec must be a path, a TOML string or a dict"),
+    ("load_spec_dict_bad_axis", lambda: load_sweep_spec({"axes": {"input_len": {"range": [1, 2, 3]}}}),
      r"unknown form 'range'; known names: linspace, logspace, values"),
-    ("load_spec_dict_repeat", lambda: load_spec({"axes": {"input_len": [1.0, 1.0]}}), r"repeats the value 1.0"),
-    ("load_spec_string_bad", lambda: load_spec("[fixed]\nttft = -1\n"), r"value -1 is out of range"),
+    ("load_spec_dict_repeat", lambda: load_sweep_spec({"axes": {"input_len": [1.0, 1.0]}}), r"repeats the value 1.0"),
+    ("load_spec_string_bad", lambda: load_sweep_spec("[fixed]\nttft = -1\n"), r"value -1 is out of range"),
 ]
 
 
@@ -345,7 +346,7 @@ def test_api_only_mistakes(call, expect, no_compile):
 
 
 def test_run_sweep_out_path_errors_leave_nothing(tmp_path, no_compile):
-    s = load_spec(OK_SPEC)
+    s = load_sweep_spec(OK_SPEC)
     k = make_kernel(s)
     (tmp_path / "exists.nc").write_text("keep me")
     for out, expect in [(tmp_path / "missing" / "o.nc", "does not exist"), (tmp_path / "exists.nc", "already exists"),
