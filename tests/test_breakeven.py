@@ -14,13 +14,15 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from frontier_jax import breakeven as be
 from frontier_jax import cli
-from frontier_jax.calibration import load_efficiency
+from frontier_jax import crossover as be
+from frontier_jax.costmodel.catalog import load_efficiency
+from frontier_jax.costmodel.kernel import EXTRA_COORDS, INPUTS, load_sweep_spec, make_kernel, outputs_meta
+from frontier_jax.crossover.kernel import kernel_traces
 from frontier_jax.errors import FrontierError
-from frontier_jax.solvers import CONVERGED, KINK, MAX_STEPS, NO_SIGN_CHANGE, REASONS, BracketedNewton, root_find
-from frontier_jax.sweep import load_spec, run_sweep
-from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+from frontier_jax.runner import run_sweep
+from frontier_jax.solvers import (CONVERGED, KINK, MAX_STEPS, NO_SIGN_CHANGE, OUTCOMES, BracketedNewton, Outcome,
+                                  root_find)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The solver on analytic functions
@@ -67,11 +69,12 @@ def _batch():
     return cases, thetas, lower, upper
 
 
-def test_reason_codes_and_roots():
+def test_outcome_codes_and_roots():
     cases, thetas, lower, upper = _batch()
     sol = solve_batch(cases, thetas, lower, upper)
-    reason = [REASONS[int(r)] for r in sol.reason]
-    assert reason == ["converged", "converged", "kink", "kink", "non_finite", "converged", "no_sign_change",
+    outcome = [OUTCOMES[int(r)] for r in sol.outcome]
+    assert outcome == [Outcome(int(r)).name.lower() for r in sol.outcome]
+    assert outcome == ["converged", "converged", "kink", "kink", "non_finite", "converged", "no_sign_change",
                       "non_finite", "kink", "converged", "kink"]
     root = np.asarray(sol.root)
     np.testing.assert_allclose(root[[0, 1, 9]], np.cbrt([2.0, 7.5, -5.0]), rtol=1e-9)
@@ -81,7 +84,7 @@ def test_reason_codes_and_roots():
     np.testing.assert_allclose(root[5], (np.pi / 6 - 2 * np.pi) / 3, rtol=1e-9)  # the lowest of the sine's roots
     assert int(sol.crossings[5]) == 6 and int(sol.crossings[0]) == 1
     assert np.all(np.isnan(root[[4, 6, 7]]))
-    assert np.all(np.asarray(sol.located) == np.isin(np.asarray(sol.reason), [CONVERGED, KINK]))
+    assert np.all(np.asarray(sol.located) == np.isin(np.asarray(sol.outcome), [CONVERGED, KINK]))
     # sensitivities only at smooth roots; the winner (here: the sign of f) on each side
     assert np.all(np.isnan(np.asarray(sol.sensitivities)[[2, 3, 4, 6, 7, 8, 10]]))
     np.testing.assert_array_equal(np.asarray(sol.aux_below["positive"])[[0, 2, 3, 5, 8]], 0)
@@ -95,7 +98,7 @@ def test_reason_codes_and_roots():
 def test_max_steps_is_flagged_not_reported():
     solver = BracketedNewton(samples=3, max_steps=2)
     sol = root_find(analytic, solver, -3.0, 3.0, jnp.array([2.0, 1.0]), CUBE, aux_like=AUX)
-    assert int(sol.reason) == MAX_STEPS and not bool(sol.located)
+    assert int(sol.outcome) == MAX_STEPS and not bool(sol.located)
     assert np.isnan(float(sol.root)) and np.isfinite(float(sol.value))
 
 
@@ -193,16 +196,16 @@ kv_bandwidth = {kv}
 
 @pytest.fixture(scope="module")
 def base():
-    before = be.kernel_traces()
+    before = kernel_traces()
     ds = be.breakeven(spec_text(), chunk=CHUNK)
-    assert be.kernel_traces() == before + 1
+    assert kernel_traces() == before + 1
     return ds
 
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     """The sweep kernel on a dense grid of the solved axis (161 points over the bracket, 0.025 decades apart)."""
-    spec = load_spec(spec_text(kv=f"{{ logspace = [{BRACKET[0]:g}, {BRACKET[1]:g}, 161] }}", scales=False))
+    spec = load_sweep_spec(spec_text(kv=f"{{ logspace = [{BRACKET[0]:g}, {BRACKET[1]:g}, 161] }}", scales=False))
     path = tmp_path_factory.mktemp("dense") / "dense.nc"
     run_sweep(spec, make_kernel(spec), outputs_meta(), path, extra_coords=EXTRA_COORDS, chunk=4096, progress=False)
     with xr.open_dataset(path) as ds:
@@ -219,62 +222,65 @@ def _extended_advantage(ds):
 def test_roots_agree_with_dense_brute_force(base, dense):
     adv = _extended_advantage(dense)
     kv = dense["kv_bandwidth"].values
-    reasons = set()
+    outcomes = set()
     for idx in np.ndindex(adv.shape[:-1]):
         a = adv[idx]
         valid = ~np.isnan(a)
         change = np.flatnonzero(valid[:-1] & valid[1:] & ((a[:-1] > 0) != (a[1:] > 0)))
         r = base.isel(hardware=idx[0], input_len=idx[1], tpot=idx[2])
-        reason = REASONS[int(r["reason"])]
-        reasons.add(reason)
+        outcome = OUTCOMES[int(r["solver_outcome"])]
+        outcomes.add(outcome)
         root = float(r["breakeven_kv_bandwidth"])
-        where = f"point {idx}: {reason}, root {root:.6g}, dense changes at {kv[change]}"
-        if reason in ("converged", "kink"):
+        where = f"point {idx}: {outcome}, root {root:.6g}, dense changes at {kv[change]}"
+        if outcome in ("converged", "kink"):
             assert change.size, where
             q = change[0]
             assert kv[q] * (1 - 1e-12) <= root <= kv[q + 1] * (1 + 1e-12), where
             assert int(r["n_crossings"]) <= change.size
             assert int(r["arch_below"]) == int(dense["best_arch"].values[idx][q]), where
             assert int(r["arch_above"]) == int(dense["best_arch"].values[idx][q + 1]), where
-        elif reason == "no_sign_change":
+        elif outcome == "no_sign_change":
             assert not change.size and valid.any(), where
             assert int(r["arch_below"]) == int(dense["best_arch"].values[idx][0]), where
             assert int(r["arch_above"]) == int(dense["best_arch"].values[idx][-1]), where
         else:
-            assert reason == "non_finite" and not valid.all(), where
+            assert outcome == "non_finite" and not valid.all(), where
             assert np.isnan(root)
     # the grid exercises smooth roots and both kinds of "no root"
-    assert {"converged", "no_sign_change", "non_finite"} <= reasons
+    assert {"converged", "no_sign_change", "non_finite"} <= outcomes
 
 
 def test_outputs_flags_and_metadata(base):
     assert base.attrs["breakeven_solve_for"] == "kv_bandwidth"
     root = base["breakeven_kv_bandwidth"]
-    assert root.attrs["units"] == "B/s"
-    assert base["reason"].attrs["flag_meanings"] == " ".join(REASONS)
-    assert list(base["reason"].attrs["flag_values"]) == list(range(len(REASONS)))
+    assert root.attrs["units"] == INPUTS["kv_bandwidth"].units == "byte s-1"
+    assert "reason" not in base.data_vars  # the solver's outcome, not the cost model's infeasibility reason
+    assert base["solver_outcome"].attrs["flag_meanings"] == " ".join(OUTCOMES)
+    assert list(base["solver_outcome"].attrs["flag_values"]) == list(range(len(OUTCOMES)))
+    assert base.attrs["breakeven_outcomes"].startswith("converged: ")
     assert base["arch_below"].attrs["flag_meanings"] == "none colocated chunked disaggregated"
     assert float(base["bracket_lower"]) == BRACKET[0] and float(base["bracket_upper"]) == BRACKET[1]
-    reason = base["reason"].values
-    located = np.isin(reason, [CONVERGED, KINK])
+    outcome = base["solver_outcome"].values
+    located = np.isin(outcome, [CONVERGED, KINK])
     np.testing.assert_array_equal(base["converged"].values == 1, located)
     assert np.all(np.isfinite(root.values[located])) and np.all(np.isnan(root.values[~located]))
     assert np.all((root.values[located] >= BRACKET[0]) & (root.values[located] <= BRACKET[1]))
-    assert np.all(np.abs(base["residual"].values[reason == CONVERGED]) <= 1e-10)
+    assert np.all(np.abs(base["residual"].values[outcome == CONVERGED]) <= 1e-10)
     assert np.all(base["n_crossings"].values[located] >= 1)
-    assert np.all(base["n_crossings"].values[reason == NO_SIGN_CHANGE] == 0)
-    assert np.all(base["iterations"].values[reason == NO_SIGN_CHANGE] == 0)
-    assert np.all(base["iterations"].values[reason == CONVERGED] <= 8)
+    assert np.all(base["n_crossings"].values[outcome == NO_SIGN_CHANGE] == 0)
+    assert np.all(base["iterations"].values[outcome == NO_SIGN_CHANGE] == 0)
+    assert np.all(base["iterations"].values[outcome == CONVERGED] <= 8)
     thetas = ["input_len", "tpot", "hbm_bandwidth_scale", "flops_scale", "eta_flops", "eta_hbm"]
     assert base.attrs["breakeven_wrt"].split() == thetas
     for t in thetas:
         d = base[f"d_breakeven_kv_bandwidth_d_{t}"]
-        assert np.all(np.isfinite(d.values[reason == CONVERGED]))
-        assert np.all(np.isnan(d.values[reason != CONVERGED]))
-    assert base["d_breakeven_kv_bandwidth_d_tpot"].attrs["units"] == "B/s per (s)"
-    assert base["d_breakeven_kv_bandwidth_d_eta_hbm"].attrs["units"] == "B/s"
+        assert np.all(np.isfinite(d.values[outcome == CONVERGED]))
+        assert np.all(np.isnan(d.values[outcome != CONVERGED]))
+    assert base["d_breakeven_kv_bandwidth_d_tpot"].attrs["units"] == "(byte s-1)/(s)"
+    assert base["d_breakeven_kv_bandwidth_d_eta_hbm"].attrs["units"] == "byte s-1"
+    assert base["elasticity_kv_bandwidth_tpot"].attrs["units"] == "1"
     # crossing from a colocated winner below the root to disaggregation above it (the advantage increases in B_kv)
-    conv = reason == CONVERGED
+    conv = outcome == CONVERGED
     assert np.all(np.isin(base["arch_below"].values[conv], [0, 1]))
     assert np.all(base["arch_above"].values[conv] == 2)
     assert np.all(base["advantage_slope"].values[conv] > 0)
@@ -287,15 +293,15 @@ CENTRE = dict(input_len=1, tpot=1)
 
 
 def _run_same_shape(**kw):
-    before = be.kernel_traces()
+    before = kernel_traces()
     ds = be.breakeven(spec_text(input_len=FD_INPUT, tpot=FD_TPOT, **kw), chunk=CHUNK)
-    assert be.kernel_traces() == before and ds.attrs["breakeven_compile_seconds"] == 0.0  # compiled once per spec
+    assert kernel_traces() == before and ds.attrs["breakeven_compile_seconds"] == 0.0  # compiled once per spec
     return ds
 
 
 def test_implicit_gradients_match_central_differences(base):
     ds = _run_same_shape()
-    assert np.all(ds["reason"].isel(input_len=slice(0, 3)).values == CONVERGED)
+    assert np.all(ds["solver_outcome"].isel(input_len=slice(0, 3)).values == CONVERGED)
     root = lambda d, **i: d["breakeven_kv_bandwidth"].isel(**{**CENTRE, **i}).values  # noqa: E731
     ift = lambda name: ds[f"d_breakeven_kv_bandwidth_d_{name}"].isel(**CENTRE).values  # noqa: E731
     checks = {"input_len": ((root(ds, input_len=2) - root(ds, input_len=0)) / (2 * H * I0), ift("input_len")),
@@ -317,14 +323,14 @@ def test_batch_composition_does_not_change_results(base):
     """Each point's solve is independent of its neighbours in the vmapped batch and of its device."""
     ds = _run_same_shape_values(hw=HW[::-1], input_len=INPUT[::-1], tpot=[TPOT[1], TPOT[2], TPOT[0]])
     ref = base.sel(hardware=ds["hardware"], input_len=ds["input_len"], tpot=ds["tpot"])
-    for name in ("breakeven_kv_bandwidth", "reason", "iterations", "d_breakeven_kv_bandwidth_d_eta_hbm"):
+    for name in ("breakeven_kv_bandwidth", "solver_outcome", "iterations", "d_breakeven_kv_bandwidth_d_eta_hbm"):
         np.testing.assert_array_equal(ds[name].values, ref[name].values, err_msg=name)
 
 
 def _run_same_shape_values(**kw):
-    before = be.kernel_traces()
+    before = kernel_traces()
     ds = be.breakeven(spec_text(**kw), chunk=CHUNK)
-    assert be.kernel_traces() == before and ds.attrs["breakeven_compile_seconds"] == 0.0
+    assert kernel_traces() == before and ds.attrs["breakeven_compile_seconds"] == 0.0
     return ds
 
 
