@@ -1,0 +1,72 @@
+"""Golden-file regression: today's sweep runner and cost model against files written by the pre-redesign code.
+
+tests/data/golden_{fluid,integral}.nc were written by commit f6e4dba (`frontier sweep SPEC -o FILE`, 2 CPU devices,
+float64) from the specs beside them: fluid goodput over GPUs, precisions, lengths and KV bandwidths (72 points), and
+integral sizing at a rate under a GPU cap over GPUs, engines, rates, lengths and contracts (96 points). Each spec is
+run again through `frontier_jax.runner.run_sweep` with the cost model's kernel and compared variable by variable:
+floats to 1e-10 relative (NaN exactly where NaN), flags and integers exactly, the same coordinates. The names of
+sweep variables did not change in the redesign; their units did (UDUNITS), so attributes are not compared.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+from frontier_jax.runner import run_sweep
+
+DATA = Path(__file__).resolve().parent / "data"
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module", params=["golden_fluid", "golden_integral"])
+def pair(request, tmp_path_factory):
+    """(golden dataset, the same spec run today), both loaded; one sweep (one compilation) per spec."""
+    name = request.param
+    spec = load_sweep_spec(DATA / f"{name}.toml")
+    out = tmp_path_factory.mktemp("golden") / f"{name}.nc"
+    run_sweep(spec, make_kernel(spec), outputs_meta(), out, extra_coords=EXTRA_COORDS, progress=False)
+    with xr.open_dataset(DATA / f"{name}.nc") as golden, xr.open_dataset(out) as new:
+        yield golden.load(), new.load()
+
+
+def test_same_coordinates_and_variables(pair):
+    golden, new = pair
+    assert dict(new.sizes) == dict(golden.sizes)
+    assert set(new.coords) == set(golden.coords)
+    for c in golden.coords:
+        assert new[c].dims == golden[c].dims, c
+        np.testing.assert_array_equal(new[c].values, golden[c].values, err_msg=c)
+    assert set(new.data_vars) == set(golden.data_vars)
+    assert golden.sizes["arch"] == 3 and golden.attrs["jax_enable_x64"] == 1
+
+
+def test_every_variable_matches(pair):
+    golden, new = pair
+    bad = []
+    for v in golden.data_vars:
+        a, b = golden[v], new[v]
+        assert b.dims == a.dims, v
+        x, y = a.values, b.values
+        if x.dtype.kind == "f":
+            assert y.dtype.kind == "f", v
+            if not np.array_equal(np.isnan(x), np.isnan(y)):
+                bad.append(f"{v}: NaN at {int((np.isnan(x) != np.isnan(y)).sum())} other places")
+                continue
+            ok = ~np.isnan(x)
+            same_inf = np.array_equal(np.isinf(x[ok]), np.isinf(y[ok])) and np.array_equal(x[ok][np.isinf(x[ok])],
+                                                                                         y[ok][np.isinf(y[ok])])
+            fin = ok & np.isfinite(x)
+            err = np.abs(y[fin] - x[fin]) / np.maximum(np.abs(x[fin]), np.finfo(float).tiny)
+            worst = float(err.max(initial=0.0))
+            if not same_inf or worst > RTOL:
+                bad.append(f"{v}: max relative difference {worst:.3g}, infinities {'same' if same_inf else 'differ'}")
+        else:
+            assert y.dtype == x.dtype, (v, y.dtype, x.dtype)
+            if not np.array_equal(x, y):
+                bad.append(f"{v}: {int((x != y).sum())} of {x.size} values differ")
+    assert not bad, "; ".join(bad)
+    assert golden["feasible"].values.any() and not golden["feasible"].values.all()  # both kinds of point
