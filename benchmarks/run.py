@@ -1,16 +1,24 @@
 """Performance benchmarks of the full evaluation (three architectures, configuration search, goodput).
 
-    python benchmarks/run.py                      # 1e4, 1e5, 1e6 points, numpy reference, loop, float32 check
-    python benchmarks/run.py --quick              # 1e4 and 1e5 only, fewer reference points (~5 min)
+    python benchmarks/run.py                      # 1e4, 1e5, 1e6 points, per-point loop, numpy tail, float32 check
+    python benchmarks/run.py --quick              # 1e4 and 1e5 only, fewer loop points
     python benchmarks/run.py --sizes 1e4,1e5,1e6,1e7
     python benchmarks/run.py --tune-chunks 512,1024,2048,4096,8192 --sizes 1e5
 
 Every size runs `run_sweep` on sweeps/bench_<size>.toml (netCDF written to a temporary folder, as a user would
-run it); compile time is reported separately from the evaluation rate. The same closed-form model is then
-evaluated by the numpy reference (benchmarks/numpy_reference.py, vectorised over points and configurations) and
-by a per-point Python loop (the numpy reference called on one point at a time), in the same process, and the
-speed-ups are the ratios of points per second. Medians over repeats after a warm-up; JAX results are blocked on
-(run_sweep pulls every chunk to the host). Results: a table on stdout and JSON in benchmarks/results/.
+run it); compile time is reported separately from the evaluation rate. The same model is then run as a per-point
+loop: `frontier_jax.api.evaluate` called on one point of the grid at a time (the jitted single-point program, compiled
+once and timed after a warm-up; the same code without vectorisation), whose outputs are checked against the sweep's
+at the same points. Speed-ups are ratios of points per second. Medians over repeats after a warm-up; JAX results are
+blocked on (run_sweep pulls every chunk to the host). Results: a table on stdout and JSON in benchmarks/results/.
+
+The one numpy baseline is the M/G/1 prefill-queue tail (`numpy_tail` below): the Cramer-Lundberg decay rate
+(queueing.decay_rate: Newton from the heavy-traffic bound) and the sojourn quantile (queueing.sojourn) over the
+5-node quadrature, written in ~40 lines of numpy and timed against the JAX functions on the same 1e6 inputs, with
+their agreement checked. It is the only one because it is the model's innermost closed form and small and stable
+enough to keep written twice; a numpy transliteration of the whole model (benchmarks/numpy_reference.py, retired)
+doubled the code to maintain for a comparison of two copies. The model's correctness is tested against independent
+closed forms (tests/test_closed_forms.py) and the simulator, not against a second implementation.
 
 The machine may be shared: the JSON records the load average, and each phase's process CPU time next to its
 wall time (points per CPU-second do not depend on how many other processes share the cores).
@@ -33,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np  # the numpy baseline (numpy_tail); jax is imported after main() sets XLA_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"1e4": 10_000, "1e5": 100_000, "1e6": 1_000_000, "1e7": 10_000_000}
 
@@ -41,16 +51,17 @@ def parse_args(argv=None):
     a = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--sizes", default=None, help="comma-separated grid sizes among 1e4,1e5,1e6,1e7 "
                    "(default 1e4,1e5,1e6; --quick: 1e4,1e5)")
-    a.add_argument("--quick", action="store_true", help="small sizes and fewer reference points")
+    a.add_argument("--quick", action="store_true", help="small sizes, fewer loop points and repeats")
     a.add_argument("--repeats", type=int, default=3, help="timed repeats per size up to 1e5 (median reported); "
                    "1e6 and 1e7 are timed once after the compile")
     a.add_argument("--chunk", type=int, default=None, help="run_sweep chunk (points per compiled call; default "
                    "run_sweep's: 1024 per CPU device)")
-    a.add_argument("--numpy-points", type=int, default=8192, help="points of each grid given to the numpy "
-                   "reference (its cost per point is flat beyond its 4096-point block)")
-    a.add_argument("--loop-points", type=int, default=20, help="points for the per-point Python loop")
+    a.add_argument("--tail-points", type=int, default=1_000_000, help="inputs of the M/G/1 tail timed in numpy and "
+                   "in JAX (0 to skip)")
+    a.add_argument("--loop-points", type=int, default=50, help="points of the first grid for the per-point loop "
+                   "(frontier_jax.api.evaluate one point at a time; 0 to skip)")
     a.add_argument("--dense-sizes", default="1e5", help="sizes also timed with every point evaluated in full "
-                   "(run_sweep share=False): the same work as the numpy reference and the loop")
+                   "(run_sweep share=False): the same work as the per-point loop")
     a.add_argument("--f32-size", default="1e5", help="grid for the float32 vs float64 comparison ('' to skip)")
     a.add_argument("--tune-chunks", default="", help="comma-separated chunk sizes to time on the smallest grid "
                    "of --sizes above 1e4 (one compile each)")
@@ -68,8 +79,7 @@ def parse_args(argv=None):
         if s not in SIZES:
             a.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
     if args.quick:
-        args.numpy_points = min(args.numpy_points, 2048)
-        args.loop_points = min(args.loop_points, 5)
+        args.loop_points = min(args.loop_points, 20)
         args.repeats = min(args.repeats, 2)
     return args
 
@@ -130,7 +140,8 @@ def machine() -> dict:
         mhz = float(next(ln for ln in f if ln.startswith("cpu MHz")).split(":")[1])
     import hashlib
 
-    model_files = sorted((ROOT / "frontier_jax").glob("*.py")) + sorted((ROOT / "frontier_jax" / "arch").glob("*.py"))
+    model_files = (sorted((ROOT / "frontier_jax" / "costmodel").rglob("*.py"))
+                   + sorted((ROOT / "frontier_jax" / "runner").rglob("*.py")) + [ROOT / "frontier_jax" / "tracing.py"])
     code = hashlib.sha256(b"".join(p.read_bytes() for p in model_files)).hexdigest()[:12]
     return dict(model_code_sha256=code, cpu_model=model, cores=os.cpu_count(), cores_usable=len(os.sched_getaffinity(0)),
                 cpu_mhz=mhz, avx512="avx512f" in flags, avx2="avx2" in flags, memory_bytes=mem,
@@ -147,12 +158,12 @@ def spec_path(size: str) -> Path:
 def jax_sweep(size: str, chunk: int, repeats: int, tmp: Path, tag: str = "f64", share: bool = True) -> dict:
     """run_sweep on the size's grid: a cold run (compile + evaluation), then `repeats` warm runs (cached
     executable) for sizes up to 1e5. Returns the rates and the output path of the last run. share=False evaluates
-    every point in full (the work the numpy reference and the loop do); by default run_sweep shares the link-blind
-    part over the KV-bandwidth axis and the prefill part over the output length (sweep/sharing.py)."""
-    from frontier_jax.sweep import load_spec, run_sweep
-    from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+    every point in full (the work the per-point loop does); by default run_sweep shares the link-blind part over
+    the KV-bandwidth axis and the prefill part over the output length (runner/sharing.py)."""
+    from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+    from frontier_jax.runner import run_sweep
 
-    spec = load_spec(spec_path(size))
+    spec = load_sweep_spec(spec_path(size))
     kernel, meta = make_kernel(spec), outputs_meta()
     out = tmp / f"{size}_{tag}.nc"
     runs = []
@@ -184,8 +195,9 @@ def _plan(spec, kernel, chunk: int, share: bool):
     import numpy as np
     from jax.sharding import Mesh
 
-    from frontier_jax.sweep import engine, sharing
-    from frontier_jax.sweep.grid import layout
+    from frontier_jax.runner import run as engine
+    from frontier_jax.runner import sharing
+    from frontier_jax.runner.grid import layout
 
     devices = jax.local_devices()
     mesh = Mesh(np.array(devices), (engine.AXIS,))
@@ -198,9 +210,9 @@ def compile_from_disk(spec, kernel, chunk: int, share: bool) -> float | None:
     `frontier sweep` of the same axis names and lengths pays instead of the compile); None without the cache."""
     import jax
 
-    from frontier_jax.sweep import engine
-    from frontier_jax.sweep.grid import layout, point_arrays
-    from frontier_jax.sweep.kernel import EXTRA_COORDS, outputs_meta
+    from frontier_jax.costmodel.kernel import EXTRA_COORDS, outputs_meta
+    from frontier_jax.runner import run as engine
+    from frontier_jax.runner.grid import layout, point_arrays
 
     if not jax.config.jax_compilation_cache_dir:
         return None
@@ -219,11 +231,11 @@ def kernel_only(size: str, chunk: int, repeats: int) -> dict:
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from frontier_jax.sweep import engine, load_spec
-    from frontier_jax.sweep.grid import index_dtype, layout, point_arrays
-    from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+    from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+    from frontier_jax.runner import run as engine
+    from frontier_jax.runner.grid import index_dtype, layout, point_arrays
 
-    spec = load_spec(spec_path(size))
+    spec = load_sweep_spec(spec_path(size))
     kernel = make_kernel(spec)
     mesh, per, parts = _plan(spec, kernel, chunk, True)
     host = point_arrays(spec)
@@ -251,29 +263,27 @@ def count_flops(n: int = 8) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from frontier_jax import search
-    from frontier_jax.calibration import stacked_efficiency
-    from frontier_jax.catalog import stacked_hardware, stacked_models
-    from frontier_jax.sweep import load_spec
-    from frontier_jax.sweep.grid import decode_points, layout, point_arrays
-    from frontier_jax.sweep.kernel import make_kernel, point_inputs
+    from frontier_jax.costmodel import search
+    from frontier_jax.costmodel.cost import evaluate_point
+    from frontier_jax.costmodel.kernel import load_sweep_spec, make_kernel, point_inputs, stacked_tables
+    from frontier_jax.costmodel.types import SearchSpace
+    from frontier_jax.runner.grid import decode_points, layout, point_arrays
 
-    spec = load_spec(spec_path("1e4"))
-    ch = spec.choices
-    tables = (stacked_hardware(list(ch["hardware"])), stacked_models(list(ch["model"])),
-              stacked_efficiency(("current",)), list(ch.get("precision", ("bf16", "fp8"))).index("fp8"))
+    spec = load_sweep_spec(spec_path("1e4"))
+    tables = stacked_tables(spec.choices)
     lay, arr = layout(spec), {k: jnp.asarray(v) for k, v in point_arrays(spec).items()}
-    space = search.SearchSpace()
+    space = SearchSpace()
 
     def part(name):
         def f(s, a):
-            p, d, price = point_inputs(spec, decode_points(lay, a, s + jnp.arange(n)), tables)
+            p, d, price = point_inputs(decode_points(lay, a, s + jnp.arange(n)), tables)
             if name == "all":
-                return jax.vmap(lambda p, d, c: search.evaluate_point(p, d, c, space))(p, d, price)
-            if name == "disaggregated":
-                return jax.vmap(lambda p, d: search._disaggregated(
-                    d, search._disaggregated_unlinked(p, d, space), search._disaggregated_prefill(p, d, space)))(p, d)
-            fn = getattr(search, "_" + name)
+                return jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(p, d, price)
+            if name == "disaggregated":  # its three searches (the join is a few additions)
+                return jax.vmap(lambda p, d: (search.search_decode_pool(p, d, space),
+                                              search.search_prefill_free_link(p, d, space),
+                                              search.search_prefill_pool(p, d, space)))(p, d)
+            fn = {"colocated": search.search_colocated, "chunked": search.search_chunked}[name]
             return jax.vmap(lambda p, d: fn(p, d, space))(p, d)
         return f
 
@@ -298,39 +308,155 @@ def count_flops(n: int = 8) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- the numpy side
-def numpy_side(size: str, n_points: int, loop_points: int) -> dict:
+# ---------------------------------------------------------------- the per-point loop
+def loop_side(size: str, n_points: int, sweep_out: str) -> dict:
+    """`frontier_jax.api.evaluate` on one point at a time, `n_points` points spread over the grid: one scalar call
+    per point, so one compiled single-point program (its compile is the warm-up, timed apart). What a user's Python
+    loop over scenarios pays, input checks, catalogue look-ups and the xarray result included. The loop's costs are
+    checked against the sweep's at the same points (max relative difference)."""
+    import inspect
+
+    import jax.numpy as jnp
+    import numpy as np
+    import xarray as xr
+
+    from frontier_jax import api
+    from frontier_jax.costmodel import catalog
+    from frontier_jax.costmodel.kernel import CATEGORICAL, load_sweep_spec
+    from frontier_jax.runner import make_point_fn
+
+    spec = load_sweep_spec(spec_path(size))
+    n = min(n_points, spec.size)
+    idx = np.unique(np.linspace(0, spec.size - 1, n).astype(np.int64))
+    pts = {k: np.asarray(v) for k, v in make_point_fn(spec)(jnp.asarray(idx)).items()}
+    takes = set(inspect.signature(api.evaluate).parameters)
+    unused = set(pts) - takes - {"price_scale", "io_ratio", "total_len"}
+    if unused:
+        raise SystemExit(f"the loop cannot pass {sorted(unused)} to frontier_jax.api.evaluate")
+
+    def kwargs(i):
+        kw = {k: spec.choices[k][int(v[i])] if k in CATEGORICAL else float(v[i]) for k, v in pts.items()
+              if k in takes}
+        if np.isnan(kw.get("rate", 0.0)):
+            kw.pop("rate")  # fluid goodput
+        if np.isinf(kw.get("total_gpus", 0.0)):
+            kw.pop("total_gpus")
+        if "price_scale" in pts:
+            kw["price"] = float(catalog.load_hardware(kw["hardware"]).price) * float(pts["price_scale"][i])
+        return kw
+
+    calls = [kwargs(i) for i in range(idx.size)]
+    with Phase() as ph:
+        api.evaluate(**calls[0])  # compiles the single-point program
+    compile_s = ph.wall
+    costs = np.empty((idx.size, 3))
+    with Phase() as ph:
+        for i, kw in enumerate(calls):
+            costs[i] = api.evaluate(**kw)["cost_per_mtok"].values
+    with xr.open_dataset(sweep_out) as ds:
+        ref = ds["cost_per_mtok"].transpose(*spec.axis_names, "arch").values.reshape(spec.size, 3)[idx]
+    same_nan = bool(np.array_equal(np.isnan(costs), np.isnan(ref)))
+    ok = np.isfinite(costs) & np.isfinite(ref)
+    rel = np.abs(costs[ok] - ref[ok]) / np.abs(ref[ok])
+    return dict(loop_points=int(idx.size), loop_compile_s=compile_s, loop_s_per_point=ph.wall / idx.size,
+                loop_cpu_s_per_point=ph.cpu / idx.size, loop_same_nan_as_sweep=same_nan,
+                loop_max_rel_diff_from_sweep=float(rel.max(initial=0.0)))
+
+
+# ---------------------------------------------------------------- the one numpy baseline: the M/G/1 tail
+def numpy_decay_rate(lam, service, w, newton_steps, max_exponent):
+    """theta solving lam (E[exp(theta S)] - 1) = theta (Cramer-Lundberg); service (N, nodes), weights (nodes,).
+    Newton on h(x) = log rho + log E[expm1(x s)] - log x, x = theta E[S], from the heavy-traffic upper bound."""
+    es = service @ w
+    rho = lam * es
+    s = service / es[:, None]
+    x_max = max_exponent / s.max(axis=1)
+    rho_c = np.clip(rho, 1e-12, 1.0 - 1e-12)
+    x = np.clip(2.0 * (1.0 - rho_c) / (rho_c * ((s * s) @ w)), 1e-9, x_max)
+    for _ in range(newton_steps):
+        em1 = np.expm1(np.minimum(x[:, None] * s, max_exponent))
+        m1 = em1 @ w
+        h = np.log(rho_c) + np.log(m1) - np.log(x)
+        dh = (s * (em1 + 1.0)) @ w / m1 - 1.0 / x
+        x = np.clip(x - h / dh, 1e-9, x_max)
+    return np.where(rho < 1.0, x / es, 0.0)
+
+
+def numpy_tail(lam, service, w, q, own_quantile, arrival_ca2):
+    """q-quantile of the M/G/1 (G/G/1, Kingman-scaled) sojourn: log(rho M_S(theta) / (1 - q)) / theta, at least
+    the own service's quantile; inf where rho >= 1."""
+    from frontier_jax.costmodel import queueing as qu
+
+    es, es2 = service @ w, (service * service) @ w
+    rho = lam * es
+    cs2 = es2 / es**2 - 1.0
+    burst = np.maximum((arrival_ca2 + cs2) / (1.0 + cs2), qu.BURST_FLOOR)
+    theta = numpy_decay_rate(lam, service, w, qu._NEWTON_STEPS, qu._MAX_EXPONENT) / burst
+    mgf = np.exp(np.minimum(theta[:, None] * service, qu._MAX_EXPONENT)) @ w
+    tail = (np.log(rho) + np.log(mgf) - np.log1p(-q)) / theta
+    return np.where(rho < 1.0, np.maximum(tail, own_quantile), np.inf)
+
+
+def tail_inputs(n: int, seed: int = 0) -> tuple:
+    """n prefill queues: lognormal prompts (mean 32 to 32k tokens, CV 0 to 2) on the 5-node quadrature, affine
+    prefill times, utilisation 0.05 to 0.95, percentiles 0.5 to 0.999, Poisson or bursty arrivals."""
+    import statistics as st
+
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import numpy_reference as ref
+    from frontier_jax.costmodel import queueing as qu
 
-    from frontier_jax.sweep import load_spec
-    from frontier_jax.sweep.grid import point_arrays
+    rng = np.random.default_rng(seed)
+    logu = lambda lo, hi: np.exp(rng.uniform(np.log(lo), np.log(hi), n))  # noqa: E731
+    mean, cv = logu(32, 32768), rng.uniform(0.0, 2.0, n)
+    sigma = np.sqrt(np.log1p(cv**2))
+    x, w = np.polynomial.hermite_e.hermegauss(qu.N_NODES)
+    w = w / w.sum()
+    tokens = mean[:, None] * np.exp(sigma[:, None] * x - 0.5 * sigma[:, None] ** 2)
+    a, b = logu(1e-3, 5e-2), logu(1e-5, 2e-4)  # fixed and per-token seconds of a prefill
+    service = a[:, None] + b[:, None] * tokens
+    q = rng.choice([0.5, 0.9, 0.99, 0.999], n)
+    z = np.array([st.NormalDist().inv_cdf(v) for v in (0.5, 0.9, 0.99, 0.999)])[np.searchsorted([0.5, 0.9, 0.99,
+                                                                                                    0.999], q)]
+    own = a + b * mean * np.exp(sigma * z - 0.5 * sigma**2)
+    lam = rng.uniform(0.05, 0.95, n) / (service @ w)
+    ca2 = np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.0, 4.0, n))
+    return lam, service, w, q, own, ca2
 
-    spec = load_spec(spec_path(size))
-    arrays = point_arrays(spec)
-    n = min(n_points, spec.size)
-    idx = np.arange(n, dtype=np.int64) * (spec.size // n)  # spread over the grid
 
-    def pts_of(ix):
-        return ref.decode_points(spec.shape, spec.axis_names, [f.name for f in spec.fixed], arrays, ix,
-                                 spec.derived)
+def tail_side(n: int, repeats: int) -> dict:
+    """numpy_tail against queueing.sojourn (jitted, inputs on the device, result blocked on) on the same n inputs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
 
-    kern = ref.Kernel(spec.choices)
-    kern(pts_of(idx[:64]))  # warm-up
-    with Phase() as ph:
-        kern(pts_of(idx))
-    res = dict(numpy_points=n, numpy_s=ph.wall, numpy_points_per_s=n / ph.wall,
-               numpy_points_per_cpu_s=n / max(ph.cpu, 1e-9), numpy_peak_rss_bytes=ph.peak)
-    if loop_points:
-        li = idx[:: max(1, n // loop_points)][:loop_points]
-        kern(pts_of(li[:1]))  # warm-up
+    from frontier_jax.costmodel import queueing as qu
+
+    args = tail_inputs(n)
+    numpy_tail(*(a[:1000] if a.ndim and a.shape[0] == n else a for a in args))  # warm-up
+    np_times = []
+    for _ in range(repeats):
         with Phase() as ph:
-            for i in li:
-                kern(pts_of(np.array([i])))
-        res.update(loop_points=len(li), loop_s_per_point=ph.wall / len(li), loop_cpu_s_per_point=ph.cpu / len(li))
-    return res
+            want = numpy_tail(*args)
+        np_times.append((ph.wall, ph.cpu, ph.peak))
+    fn = jax.jit(lambda lam, s, w, q, own, ca2: qu.sojourn(lam, s, w, q, 0.0, own, arrival_ca2=ca2))
+    dev = [jnp.asarray(a) for a in args]
+    with Phase() as ph:
+        jax.block_until_ready(fn(*dev))
+    compile_s = ph.wall
+    jax_times = []
+    for _ in range(repeats):
+        with Phase() as ph:
+            got = jax.block_until_ready(fn(*dev))
+        jax_times.append((ph.wall, ph.cpu, ph.peak))
+    got = np.asarray(got)
+    same_inf = bool(np.array_equal(np.isinf(got), np.isinf(want)) and not np.isnan(got).any())
+    ok = np.isfinite(want)
+    rel = np.abs(got[ok] - want[ok]) / np.abs(want[ok])
+    (nw, nc, npk), (jw, jc, jpk) = sorted(np_times)[len(np_times) // 2], sorted(jax_times)[len(jax_times) // 2]
+    return dict(points=n, numpy_s=nw, numpy_cpu_s=nc, numpy_peak_rss_bytes=npk, jax_s=jw, jax_cpu_s=jc,
+                jax_compile_s=compile_s, jax_peak_rss_bytes=jpk, speedup=nw / jw, max_rel_diff=float(rel.max()),
+                same_inf=same_inf, repeats=repeats)
 
 
 # ---------------------------------------------------------------- float32 vs float64
@@ -368,31 +494,36 @@ def table(res: dict) -> str:
              f"jax {res['machine']['jax']} ({res['machine']['backend']}, {len(res['machine']['devices'])} device(s)), "
              f"load average at start {res['machine']['load_average'][0]:.1f}", ""]
     hdr = (f"{'points':>10} {'compile s':>9} {'cached s':>8} {'eval s':>8} {'JAX pts/s':>10} {'pts/cpu-s':>10} "
-           f"{'peak RSS':>9} {'dense pts/s':>11} {'numpy pts/s':>11} {'JAX/numpy':>9} {'loop s/pt':>9} "
-           f"{'JAX/loop':>9} {'load':>5}")
+           f"{'peak RSS':>9} {'dense pts/s':>11} {'loop s/pt':>9} {'JAX/loop':>15} {'load':>5}")
     lines += [hdr, "-" * len(hdr)]
     for size, r in res["sizes"].items():
-        j, n, dense = r["jax"], r.get("numpy", {}), r.get("jax_dense")
-        loop = n.get("loop_s_per_point")
-
-        def ratios(rate):  # the sweep's rate, and in brackets the dense rate (the same work as numpy and the loop)
-            if not n:
-                return "-", "-"
-            return (f"{rate / n['numpy_points_per_s']:.1f}x",
-                    "-" if loop is None else f"{loop * rate:,.0f}x")
-        np_ratio, loop_ratio = ratios(j["points_per_s"])
-        if dense:
-            d_np, d_loop = ratios(dense["points_per_s"])
-            np_ratio, loop_ratio = f"{np_ratio} ({d_np})", f"{loop_ratio} ({d_loop})"
+        j, dense = r["jax"], r.get("jax_dense")
+        loop = res.get("loop", {}).get("loop_s_per_point")
+        ratio = "-" if loop is None else f"{loop * j['points_per_s']:,.0f}x"
+        if dense and loop is not None:
+            ratio = f"{ratio} ({loop * dense['points_per_s']:,.0f}x)"
         cached = j.get("compile_from_disk_s")
         lines.append(f"{j['points']:>10,} {j['compile_s']:>9.1f} {'-' if cached is None else f'{cached:.1f}':>8} "
                      f"{j['eval_s']:>8.2f} {j['points_per_s']:>10,.0f} {j['points_per_cpu_s']:>10,.0f} "
                      f"{j['peak_rss_bytes'] / 2**20:>7.0f}MB {fmt_rate(dense and dense['points_per_s']):>11} "
-                     f"{fmt_rate(n.get('numpy_points_per_s')):>11} {np_ratio:>9} "
-                     f"{'-' if loop is None else f'{loop:.3f}':>9} {loop_ratio:>9} {j['load']:>5.1f}")
-    lines.append("(JAX/numpy and JAX/loop: the sweep as run, its link-blind and prefill parts shared between points "
-                 "that differ only in inputs those parts ignore (sweep/sharing.py); in brackets every point in full, "
-                 "the same work as numpy and the loop)")
+                     f"{'-' if loop is None else f'{loop:.4f}':>9} {ratio:>15} {j['load']:>5.1f}")
+    lines.append("(JAX/loop: the sweep as run, its link-blind and prefill parts shared between points that differ "
+                 "only in inputs those parts ignore (runner/sharing.py); in brackets every point in full, the same "
+                 "work as the loop)")
+    if "loop" in res:
+        lp = res["loop"]
+        lines.append(f"\nper-point loop: frontier_jax.api.evaluate on {lp['loop_points']} points of {lp['size']}, one "
+                     f"at a time: {lp['loop_s_per_point'] * 1e3:.1f} ms per point ({lp['loop_cpu_s_per_point'] * 1e3:.1f} "
+                     f"CPU-ms), compile {lp['loop_compile_s']:.1f} s; cost_per_mtok against the sweep at the same "
+                     f"points: max relative difference {lp['loop_max_rel_diff_from_sweep']:.2e}, NaN "
+                     f"{'in the same places' if lp['loop_same_nan_as_sweep'] else 'IN OTHER PLACES'}")
+    if "numpy_tail" in res:
+        t = res["numpy_tail"]
+        lines.append(f"\nM/G/1 prefill-queue tail (decay rate + sojourn quantile, 5 nodes) on {t['points']:,} inputs: "
+                     f"numpy {t['numpy_s']:.3f} s ({t['points'] / t['numpy_s']:,.0f} /s), JAX {t['jax_s']:.3f} s "
+                     f"({t['points'] / t['jax_s']:,.0f} /s, compile {t['jax_compile_s']:.1f} s): {t['speedup']:.1f}x; "
+                     f"max relative difference {t['max_rel_diff']:.2e}, infinities "
+                     f"{'in the same places' if t['same_inf'] else 'DIFFER'}")
     if "kernel_only" in res:
         k = res["kernel_only"]
         lines.append(f"\nkernel only (no host copy, no netCDF), {k['points']:,} points: {k['points_per_s']:,.0f} "
@@ -440,7 +571,7 @@ def main(argv=None) -> int:
     # as the CLI does, but empty: the first compile of each program is cold, then timed again from the disk cache
     jax.config.update("jax_compilation_cache_dir", str(tmp / "xla_cache"))
     if args.chunk is None:
-        from frontier_jax.sweep.engine import CPU_CHUNK_PER_DEVICE, GPU_CHUNK_PER_DEVICE
+        from frontier_jax.runner.run import CPU_CHUNK_PER_DEVICE, GPU_CHUNK_PER_DEVICE
         per = CPU_CHUNK_PER_DEVICE if jax.default_backend() == "cpu" else GPU_CHUNK_PER_DEVICE
         args.chunk = per * len(jax.devices())
     res = dict(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), args=vars(args),
@@ -455,17 +586,14 @@ def main(argv=None) -> int:
             if size in args.dense_sizes:
                 print(f"size {size}: run_sweep, every point in full ...", flush=True)
                 entry["jax_dense"] = jax_sweep(size, args.chunk, min(args.repeats, 1), tmp, tag="dense", share=False)
-            if args.numpy_points:
-                print(f"size {size}: numpy reference on {min(args.numpy_points, SIZES[size]):,} points, loop on "
-                      f"{args.loop_points} ...", flush=True)
-                entry["numpy"] = numpy_side(size, args.numpy_points, args.loop_points if size == args.sizes[0]
-                                            else 0)
             res["sizes"][size] = entry
-        first = res["sizes"][args.sizes[0]].get("numpy", {})
-        for size, entry in res["sizes"].items():  # the loop is timed once; its per-point cost applies to all
-            if "loop_s_per_point" in first and "numpy" in entry:
-                entry["numpy"].setdefault("loop_s_per_point", first["loop_s_per_point"])
-                entry["numpy"].setdefault("loop_cpu_s_per_point", first["loop_cpu_s_per_point"])
+            if args.loop_points and size == args.sizes[0]:  # its cost per point does not depend on the grid
+                print(f"size {size}: per-point loop (frontier_jax.api.evaluate) on {args.loop_points} points ...",
+                      flush=True)
+                res["loop"] = dict(size=size, **loop_side(size, args.loop_points, entry["jax"]["out"]))
+        if args.tail_points:
+            print(f"M/G/1 tail on {args.tail_points:,} inputs, numpy and JAX ...", flush=True)
+            res["numpy_tail"] = tail_side(args.tail_points, max(1, args.repeats))
         mid = next((s for s in args.sizes if SIZES[s] == 100_000), args.sizes[0])
         print(f"kernel only on {mid} ...", flush=True)
         res["kernel_only"] = kernel_only(mid, args.chunk, max(1, args.repeats))
