@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bench_breakeven_<time>.json)")
     a = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", not a.float32)
-    from frontier_jax.breakeven import breakeven
-    from frontier_jax.solvers import REASONS
+    from frontier_jax.crossover import breakeven
+    from frontier_jax.solvers import OUTCOMES
 
     sizes = [int(float(s)) for s in a.sizes.split(",") if s.strip()]
     wrt = None if a.wrt is None else [w for w in a.wrt.split(",") if w]
@@ -87,18 +87,18 @@ def main(argv=None) -> int:
                            wrt=wrt)
             wall = time.perf_counter() - t0
             it, ev = ds["iterations"].values, ds["evaluations"].values
-            reason = ds["reason"].values
+            outcome = ds["solver_outcome"].values
             row = dict(points=n, shape=list(factors(n)), compile_seconds=float(ds.attrs["breakeven_compile_seconds"]),
                        wall_seconds=wall, points_per_second=float(ds.attrs["breakeven_points_per_second"]),
                        iterations_mean=float(it.mean()), iterations_max=int(it.max()),
                        iterations_mean_located=float(it[ds["converged"].values == 1].mean())
                        if np.any(ds["converged"].values == 1) else None,
                        evaluations_mean=float(ev.mean()), evaluations_max=int(ev.max()),
-                       reasons={r: int(np.sum(reason == i)) for i, r in enumerate(REASONS)},
+                       outcomes={o: int(np.sum(outcome == i)) for i, o in enumerate(OUTCOMES)},
                        wrt=ds.attrs["breakeven_wrt"].split())
             ds.close()
         solve_s = n / row["points_per_second"]
-        located = 100.0 * (row["reasons"]["converged"] + row["reasons"]["kink"]) / n
+        located = 100.0 * (row["outcomes"]["converged"] + row["outcomes"]["kink"]) / n
         print(f"{n:>9,d} {'x'.join(map(str, row['shape'])):>14s} {row['compile_seconds']:>9.1f} {solve_s:>9.1f} "
               f"{row['points_per_second']:>9.1f} {row['iterations_mean']:>9.2f} {row['iterations_max']:>8d} "
               f"{row['evaluations_mean']:>10.2f} {row['evaluations_max']:>9d} {located:>9.1f}", flush=True)

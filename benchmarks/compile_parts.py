@@ -3,8 +3,8 @@
     python benchmarks/compile_parts.py [SPEC.toml]     (default sweeps/bench_1e6.toml; ~2 min on a 2-core CPU)
 
 Prints the jaxpr equation count of the whole chunk program (1,024 points per device, 2 CPU devices, nested jaxprs
-counted once each) and, for each part of `evaluate_point` on 1,024 points of the grid, the trace + lowering and
-the XLA compile times. docs/performance.md records the numbers.
+counted once each) and, for each search of `costmodel.cost.evaluate_point` on 1,024 points of the grid, the trace +
+lowering and the XLA compile times. docs/performance.md records the numbers.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from jax.sharding import Mesh  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from frontier_jax import search as S  # noqa: E402
-from frontier_jax.sweep import engine, sharing  # noqa: E402
-from frontier_jax.sweep.grid import decode_points, index_dtype, layout, point_arrays  # noqa: E402
-from frontier_jax.sweep.kernel import make_kernel, point_inputs  # noqa: E402
-from frontier_jax.sweep.spec import load_spec  # noqa: E402
+from frontier_jax.costmodel import search as S  # noqa: E402
+from frontier_jax.costmodel.kernel import load_sweep_spec, make_kernel, point_inputs  # noqa: E402
+from frontier_jax.costmodel.types import SearchSpace  # noqa: E402
+from frontier_jax.runner import run as engine  # noqa: E402
+from frontier_jax.runner import sharing  # noqa: E402
+from frontier_jax.runner.grid import decode_points, index_dtype, layout, point_arrays  # noqa: E402
 from frontier_jax.tracing import inline_jnp  # noqa: E402
 
 PER_DEVICE = 1024
@@ -51,7 +52,7 @@ def inlined(f):
 
 
 def main(path: str) -> None:
-    spec = load_spec(path)
+    spec = load_sweep_spec(path)
     kernel, lay, host = make_kernel(spec), layout(spec), point_arrays(spec)
     mesh = Mesh(np.array(jax.local_devices()), (engine.AXIS,))
     parts = sharing.plan(kernel, lay, PER_DEVICE)
@@ -64,12 +65,13 @@ def main(path: str) -> None:
           f"equations, traced in {time.perf_counter() - t0:.1f} s")
 
     pts = decode_points(lay, {k: jnp.asarray(v) for k, v in host.items()}, jnp.arange(PER_DEVICE) % lay.size)
-    P, D, _ = point_inputs(spec, pts, kernel.tables)
-    sp = S.SearchSpace()
-    parts = (("colocated", jax.vmap(lambda p, d: S._colocated(p, d, sp)), (P, D)),
-             ("chunked", jax.vmap(lambda p, d: S._chunked(p, d, sp)), (P, D)),
-             ("disaggregated, link-blind", jax.vmap(lambda p, d: S._disaggregated_unlinked(p, d, sp)), (P, D)),
-             ("disaggregated, linked", jax.vmap(lambda p, d: S._disaggregated_prefill(p, d, sp)), (P, D)))
+    P, D, _ = point_inputs(pts, kernel.tables)
+    sp = SearchSpace()
+    parts = (("colocated", jax.vmap(lambda p, d: S.search_colocated(p, d, sp)), (P, D)),
+             ("chunked", jax.vmap(lambda p, d: S.search_chunked(p, d, sp)), (P, D)),
+             ("disaggregated, link-blind", jax.vmap(lambda p, d: (S.search_prefill_free_link(p, d, sp),
+                                                                  S.search_decode_pool(p, d, sp))), (P, D)),
+             ("disaggregated, linked", jax.vmap(lambda p, d: S.search_prefill_pool(p, d, sp)), (P, D)))
     print(f"{'part':28s} {'trace + lower s':>16s} {'XLA compile s':>14s}")
     for name, g, args in parts:
         t0 = time.perf_counter()

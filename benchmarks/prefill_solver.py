@@ -1,9 +1,9 @@
-"""The two rate solvers of frontier_jax/operating.py on the prefill pool with the link (the per-point work of a
+"""The two rate solvers of frontier_jax/costmodel/operating_point.py on the prefill pool with the link (the per-point work of a
 KV-bandwidth sweep): time per solve and agreement, side by side in one process.
 
     python benchmarks/prefill_solver.py [N_POINTS]      # default 4096 random points of sweeps/bench_1e6.toml
 
-Each solver is jit-compiled and vmapped over the same N points (random TP, layer-wise overlap on, link mode 2),
+Each solver is jit-compiled and vmapped over the same N points (random TP, layer-wise overlap on, Link.FULL),
 warmed up once, then timed 7 times with block_until_ready; the median is reported per solve, on one XLA CPU device.
 """
 from __future__ import annotations
@@ -12,32 +12,30 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from frontier_jax import operating as op  # noqa: E402
-from frontier_jax import search  # noqa: E402
-from frontier_jax.sweep.grid import decode_points, layout, point_arrays  # noqa: E402
-from frontier_jax.sweep.kernel import make_kernel, point_inputs  # noqa: E402
-from frontier_jax.sweep.spec import load_spec  # noqa: E402
+from frontier_jax.costmodel import operating_point as op  # noqa: E402
+from frontier_jax.costmodel import search  # noqa: E402
+from frontier_jax.costmodel.arch.disaggregated import Link  # noqa: E402
+from frontier_jax.costmodel.kernel import load_sweep_spec, make_kernel, point_inputs  # noqa: E402
+from frontier_jax.resources import shipped_dir  # noqa: E402
+from frontier_jax.runner.grid import decode_points, layout, point_arrays  # noqa: E402
 
 
 def main(n: int = 4096) -> None:
-    spec = load_spec(ROOT / "sweeps" / "bench_1e6.toml")
+    spec = load_sweep_spec(shipped_dir("sweeps") / "bench_1e6.toml")
     kernel, lay = make_kernel(spec), layout(spec)
     rng = np.random.default_rng(0)
     arrays = {k: jnp.asarray(v) for k, v in point_arrays(spec).items()}
     pts = decode_points(lay, arrays, jnp.asarray(rng.integers(0, lay.size, n)))
-    p, _, _ = point_inputs(spec, pts, kernel.tables)
-    args = (p, jnp.asarray(rng.choice([1.0, 2.0, 4.0, 8.0], n)), jnp.ones(n), jnp.full((n,), 2.0))
-    fn, upper = search._prefill_link_fn, search._prefill_link_upper
+    p, _, _ = point_inputs(pts, kernel.tables)
+    args = (p, jnp.asarray(rng.choice([1.0, 2.0, 4.0, 8.0], n)), jnp.ones(n))
+    fn, upper = search._PREFILL[Link.FULL]
 
     def timed(f):
         f = jax.jit(f)

@@ -10,7 +10,7 @@ step count or a saturated violation, on 2,560 random points, saved for compariso
     python benchmarks/solver_variants.py steps clip logit      # ... searching in logit(rate / upper)
 
 Each run is a fresh process (the patch must be in place before the kernel is traced); 1-2 min, most of it compiling.
-`steps` instruments a copy of the Illinois loop of `operating._bisect` (it records the bracket width and the kind of
+`steps` instruments a copy of the Illinois loop of `operating_point._bisect` (it records the bracket width and the kind of
 every step, which the model's solver does not expose, and swaps the step rule); keep the two in step.
 `steps` runs 60 Illinois steps on 768 random points (28,416 rate solves, every configuration of every
 architecture) and prints how many steps the bracket needs to shrink below 1e-6, 1e-9 and 1e-12 in the search
@@ -23,7 +23,7 @@ import numpy as np
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
-from frontier_jax import operating as op
+from frontier_jax.costmodel import operating_point as op
 import frontier_jax as fj
 
 TOLS = (1e-6, 1e-9, 1e-12)
@@ -136,7 +136,7 @@ for hw in hws:
         t0 = time.perf_counter()
         ds = fj.evaluate(hardware=hw, model=m, **random_inputs(rng, n))
         tt += time.perf_counter() - t0
-        for v in ["cost_per_mtok", "goodput", "ttft", "tpot", "feasible", "advantage"]:
+        for v in ["cost_per_mtok", "goodput", "ttft_achieved", "tpot_achieved", "feasible", "advantage"]:
             res.setdefault(v, []).append(np.asarray(ds[v].values, dtype=float))
 # time again, warm
 t0 = time.perf_counter()
