@@ -10,9 +10,13 @@
 # checks the time left, and the 1e7 sweep is skipped if the 1e6 rate says it would not fit).
 # Environment: OUT (default /tmp/gpu_check), WORK (netCDF scratch, default /tmp/gpu_check_work; the sweep
 # outputs are 0.4 GB at 1e6 and 4 GB at 1e7 points, so they are not put in OUT), GPU_CHUNK (points per compiled
-# call, default 262144), BUDGET_S (default 450), BREAKEVEN_ARGS (arguments of `frontier breakeven`),
+# call, default 262144), BUDGET_S (default 450), BREAKEVEN_CHUNK (points per break-even chunk, default 65536),
 # NO_INSTALL=1 (never pip install), DRY_RUN=1 (test this script on a CPU-only machine: CPU as the "GPU",
 # 1e4-point grids in place of 1e6 and 1e7; the numbers then mean nothing).
+# The break-even solve runs in the same process as the sweeps (frontier_jax.crossover.breakeven): a `frontier
+# breakeven` subprocess would find 90 % of the GPU's memory preallocated by this one and run out of memory.
+# Exit status: 0 when every row of the summary is fine, 1 when one says CHECK or FAILED (or the GPU is not used),
+# 2 without a GPU backend.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
@@ -52,16 +56,18 @@ if [ "$B" != "gpu" ]; then
 fi
 
 python - <<'PY'
-import json, os, subprocess, sys, time, importlib.util
+import json, os, sys, time
 from pathlib import Path
 import numpy as np
 import jax
 jax.config.update("jax_enable_x64", True)  # the CLI's default precision
 import jax.numpy as jnp
-from frontier_jax.sweep import load_spec, run_sweep
-from frontier_jax.sweep.grid import decode_points, layout, point_arrays
-from frontier_jax.sweep.kernel import EXTRA_COORDS, make_kernel, outputs_meta
+from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+from frontier_jax.resources import shipped_dir
+from frontier_jax.runner import run_sweep
+from frontier_jax.runner.grid import decode_points, layout, point_arrays
 
+SWEEPS = shipped_dir("sweeps")
 OUT, WORK = Path(os.environ["OUT"]), Path(os.environ["WORK"])
 CHUNK, BUDGET, T0 = int(os.environ["GPU_CHUNK"]), float(os.environ["BUDGET_S"]), float(os.environ["T_START"])
 left = lambda: BUDGET - (time.time() - T0)  # noqa: E731
@@ -85,7 +91,7 @@ if not res["gpu_used"]:
     print("FAIL: the computation did not run on the GPU"); save(); sys.exit(1)
 
 # 2. GPU vs CPU on random points of the same (small) spec, float64 on both
-spec = load_spec("sweeps/bench_1e4.toml")
+spec = load_sweep_spec(SWEEPS / "bench_1e4.toml")
 lay, host = layout(spec), point_arrays(spec)
 idx = np.sort(np.random.default_rng(0).choice(spec.size, 2048, replace=False))
 kern = make_kernel(spec)
@@ -120,7 +126,7 @@ save()
 
 # 3. sweeps
 def sweep(size, tag="f64"):
-    sp = load_spec(f"sweeps/bench_{SIZES[size]}.toml")
+    sp = load_sweep_spec(SWEEPS / f"bench_{SIZES[size]}.toml")
     out = WORK / f"bench_{size}_{tag}.nc"
     t = time.perf_counter()
     s = run_sweep(sp, make_kernel(sp), outputs_meta(), out, extra_coords=EXTRA_COORDS, chunk=CHUNK, overwrite=True,
@@ -146,58 +152,44 @@ else:
     print(f"[3] 1e7 sweep skipped: needs about {need7:.0f} s, {left():.0f} s left in the budget")
     rows.append(("sweep 1e7 points", "skipped (time budget)", f"would need ~{need7:.0f} s"))
 
-# 4. break-even: `frontier breakeven` on sweeps/bench_breakeven_1e6.toml (1e6 points; the Python API if the CLI
-#    has no such command yet)
-BE_SPEC = "sweeps/bench_breakeven_1e6.toml"
+# 4. break-even: frontier_jax.crossover.breakeven on sweeps/bench_breakeven_1e6.toml (1e6 points), in this process
+#    (a `frontier breakeven` subprocess would find the GPU's memory preallocated by this one)
+BE_SPEC = SWEEPS / "bench_breakeven_1e6.toml"
 BE_CHUNK = int(os.environ.get("BREAKEVEN_CHUNK", "65536"))
-if importlib.util.find_spec("frontier_jax.breakeven") is None:
-    print("[4] break-even: skipped, frontier_jax.breakeven does not exist in this version")
-    rows.append(("break-even 1e6", "skipped", "no frontier_jax.breakeven"))
-elif left() < 60:
+if left() < 60:
     print("[4] break-even: skipped, time budget spent")
     rows.append(("break-even 1e6", "skipped (time budget)", ""))
 else:
     import tomllib
-    from frontier_jax import cli
+    from frontier_jax.crossover import breakeven
+    from frontier_jax.solvers import OUTCOMES
     be_out = WORK / "breakeven.nc"
     spec_src = BE_SPEC
     if DRY:  # a 160-point version of the same problem
-        raw = tomllib.loads(Path(BE_SPEC).read_text())
+        raw = tomllib.loads(BE_SPEC.read_text())
         raw["axes"].update(input_len={"logspace": [64, 32768, 4]}, output_len={"logspace": [16, 4096, 4]})
         del raw["axes"]["slo_scale"]
         spec_src = raw
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
+    how = "frontier_jax.crossover.breakeven"
+    print(f"[4] break-even via {how}, chunk {BE_CHUNK}", flush=True)
     t = time.perf_counter()
-    if "breakeven" in sub.choices and not DRY and not os.environ.get("BREAKEVEN_API"):
-        helptext = sub.choices["breakeven"].format_help()
-        args = os.environ.get("BREAKEVEN_ARGS", "").split() or (
-            [BE_SPEC, "-o", str(be_out)] + (["--chunk", str(BE_CHUNK)] if "--chunk" in helptext else [])
-            + (["--overwrite"] if "--overwrite" in helptext else []))
-        cmd = [sys.executable, "-m", "frontier_jax.cli", "breakeven", *args]
-        print("[4] break-even:", " ".join(cmd), flush=True)
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30, left() - 10))
-        ok, how = p.returncode == 0, "frontier breakeven"
-        print(p.stdout[-3000:], p.stderr[-3000:])
-        info = {"rc": p.returncode}
-    else:
-        from frontier_jax.breakeven import breakeven
-        how = "frontier_jax.breakeven.breakeven (no CLI command)"
-        print(f"[4] break-even via {how}, chunk {BE_CHUNK}", flush=True)
-        try:
-            ds = breakeven(spec_src, out=be_out, chunk=BE_CHUNK, overwrite=True)
-            info = {k: float(ds.attrs[k]) for k in ("breakeven_seconds", "breakeven_compile_seconds",
-                                                    "breakeven_points_per_second") if k in ds.attrs}
-            ds.close()
-            ok = True
-        except Exception as e:  # report, never abort the check
-            ok, info = False, {"error": repr(e)}
-            print("break-even failed:", repr(e))
+    try:
+        ds = breakeven(spec_src, out=be_out, chunk=BE_CHUNK, overwrite=True)
+        info = {k: float(ds.attrs[k]) for k in ("breakeven_seconds", "breakeven_compile_seconds",
+                                                "breakeven_points_per_second") if k in ds.attrs}
+        outcome = ds["solver_outcome"].values
+        info["outcomes"] = {o: int((outcome == i).sum()) for i, o in enumerate(OUTCOMES)}
+        ds.close()
+        ok = True
+        print(f"[4] outcomes: {info['outcomes']}")
+    except Exception as e:  # report, never abort the check
+        ok, info = False, {"error": repr(e)}
+        print("break-even failed:", repr(e))
     wall = time.perf_counter() - t
     be_out.unlink(missing_ok=True)
     res["breakeven"] = dict(how=how, wall_s=wall, ok=ok, **info)
     pps = info.get("breakeven_points_per_second")
-    rows.append((f"break-even 1e6 points ({how.split()[0]})",
+    rows.append(("break-even 1e6 points (crossover.breakeven, in process)",
                  (f"{pps:,.0f} points/s" if pps else f"{wall:.1f} s wall") if ok else "FAILED",
                  f"{wall:.1f} s wall" + (f", compile {info['breakeven_compile_seconds']:.1f} s"
                                          if "breakeven_compile_seconds" in info else "")))
@@ -215,6 +207,12 @@ print("\n== summary (" + ", ".join(res["devices"]) + f"; chunk {CHUNK:,}; {res['
 w = max(len(r[0]) for r in rows)
 for a, b, c in rows:
     print(f"  {a:<{w}}  {b:>24}  {c}")
+bad = [r[0] for r in rows if {"CHECK", "FAILED"} & {r[1], r[2]}]
+res["failed_rows"] = bad
+save()
+if bad:
+    print("FAILED: " + "; ".join(bad))
+    sys.exit(1)
 PY
 rc=$?
 echo "outputs: $OUT/gpu_check.log, $OUT/gpu_check.json (rc=$rc)"
