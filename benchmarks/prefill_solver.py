@@ -1,5 +1,5 @@
-"""The two rate solvers of frontier_jax/costmodel/operating_point.py on the prefill pool with the link (the per-point work of a
-KV-bandwidth sweep): time per solve and agreement, side by side in one process.
+"""The two rate solvers of frontier_jax/costmodel/operating_point.py on the prefill pool with the link (the per-point
+work of a KV-bandwidth sweep): time per solve and agreement, side by side in one process.
 
     python benchmarks/prefill_solver.py [N_POINTS]      # default 4096 random points of sweeps/bench_1e6.toml
 

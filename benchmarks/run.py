@@ -143,7 +143,8 @@ def machine() -> dict:
     model_files = (sorted((ROOT / "frontier_jax" / "costmodel").rglob("*.py"))
                    + sorted((ROOT / "frontier_jax" / "runner").rglob("*.py")) + [ROOT / "frontier_jax" / "tracing.py"])
     code = hashlib.sha256(b"".join(p.read_bytes() for p in model_files)).hexdigest()[:12]
-    return dict(model_code_sha256=code, cpu_model=model, cores=os.cpu_count(), cores_usable=len(os.sched_getaffinity(0)),
+    return dict(model_code_sha256=code, cpu_model=model, cores=os.cpu_count(),
+                cores_usable=len(os.sched_getaffinity(0)),
                 cpu_mhz=mhz, avx512="avx512f" in flags, avx2="avx2" in flags, memory_bytes=mem,
                 hostname=platform.node(), python=platform.python_version(), numpy=np.__version__,
                 jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
@@ -512,11 +513,12 @@ def table(res: dict) -> str:
                  "work as the loop)")
     if "loop" in res:
         lp = res["loop"]
+        nan = "in the same places" if lp["loop_same_nan_as_sweep"] else "IN OTHER PLACES"
         lines.append(f"\nper-point loop: frontier_jax.api.evaluate on {lp['loop_points']} points of {lp['size']}, one "
-                     f"at a time: {lp['loop_s_per_point'] * 1e3:.1f} ms per point ({lp['loop_cpu_s_per_point'] * 1e3:.1f} "
-                     f"CPU-ms), compile {lp['loop_compile_s']:.1f} s; cost_per_mtok against the sweep at the same "
-                     f"points: max relative difference {lp['loop_max_rel_diff_from_sweep']:.2e}, NaN "
-                     f"{'in the same places' if lp['loop_same_nan_as_sweep'] else 'IN OTHER PLACES'}")
+                     f"at a time: {lp['loop_s_per_point'] * 1e3:.1f} ms per point "
+                     f"({lp['loop_cpu_s_per_point'] * 1e3:.1f} CPU-ms), compile {lp['loop_compile_s']:.1f} s; "
+                     f"cost_per_mtok against the sweep at the same points: max relative difference "
+                     f"{lp['loop_max_rel_diff_from_sweep']:.2e}, NaN {nan}")
     if "numpy_tail" in res:
         t = res["numpy_tail"]
         lines.append(f"\nM/G/1 prefill-queue tail (decay rate + sojourn quantile, 5 nodes) on {t['points']:,} inputs: "

@@ -176,7 +176,8 @@ def test_primitives_broadcast_and_roofline_sense():
     d = fj.decode_step_time("h100-80gb-sxm", "llama-3.1-70b", jnp.asarray([1.0, 64.0]), 2048.0, jnp.asarray([4, 8]))
     assert d.shape == (2,) and 0.002 < float(d[0]) < 0.2
     old = fj.prefill_time("h100-80gb-sxm", "llama-2-70b", 2048.0, 2, engine="vllm-2023")
-    measured = 0.3103  # SplitwiseSim perf_model.csv, H100 TP2, 2048-token prefill (data/measured_latency.csv)
+    # SplitwiseSim perf_model.csv, H100 TP2, 2048-token prefill (frontier_jax/data/measured_latency.csv)
+    measured = 0.3103
     assert float(old) == pytest.approx(measured, rel=0.35)
 
 

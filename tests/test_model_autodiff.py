@@ -97,7 +97,8 @@ def test_jit_matches_eager_latencies():
 
     def lat(p, lam):
         return (colocated.latency(p, jnp.asarray(2.0), lam), chunked.latency(p, jnp.asarray(2.0), jnp.asarray(1024.0), lam),
-                disaggregated.prefill_latency(p, jnp.asarray(2.0), jnp.asarray(1.0), jnp.asarray(float(Link.FULL)), lam),
+                disaggregated.prefill_latency(p, jnp.asarray(2.0), jnp.asarray(1.0), jnp.asarray(float(Link.FULL)),
+                                              lam),
                 disaggregated.decode_latency(p, jnp.asarray(2.0), lam))
 
     eager, jitted = lat(p, lam), jax.jit(lat)(p, lam)

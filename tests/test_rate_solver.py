@@ -1,6 +1,6 @@
-"""The operating-point solvers of frontier_jax/costmodel/operating_point.py: Chandrupatla in the utilisation logit (continuous
-constraints: the prefill pools) against a closed-form root and against the Illinois solver, and its IFT derivative
-against finite differences."""
+"""The operating-point solvers of frontier_jax/costmodel/operating_point.py: Chandrupatla in the utilisation logit
+(continuous constraints: the prefill pools) against a closed-form root and against the Illinois solver, and its IFT
+derivative against finite differences."""
 import jax
 import jax.numpy as jnp
 import numpy as np
