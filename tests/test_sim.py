@@ -155,6 +155,121 @@ def ref_disaggregated(a, inp, out, pinst, dinst, xfer, n_prefill, n_decode, laye
     return first, finish, gaps
 
 
+def ref_pool(a, inp, out, c, mode, kind, chunk=None, max_batch=None, pre=prefill):
+    """c colocated ("colocated") or chunked ("chunked") instances under "central" or "jsq" dispatch, naively: one
+    list per instance of running requests [index, context, tokens emitted], iteration effects applied at their end,
+    events in time order (arrivals before boundaries at the same instant; among instances the lowest index first).
+    A decode pool is "colocated" with pre = 0 (a prompt joins the batch at once). Returns first, finish, gaps, inst."""
+    n = len(a)
+    maxb = max_batch or n + 1
+    first, finish, last, gaps = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n)
+    prog = np.zeros(n, dtype=np.int64)
+    inst = np.full(n, -1)
+    mine = [[] for _ in range(c)]  # prompts assigned to the instance, not yet prefilled
+    running = [[] for _ in range(c)]
+    until = [None] * c  # end of the instance's iteration; None: idle
+    work = [None] * c
+    nxt, head = 0, 0
+
+    def outstanding(s):
+        return sum(1 for r in range(n) if inst[r] == s and np.isnan(finish[r]))
+
+    def start(s, t):
+        nonlocal head
+        b = len(running[s])
+        ctx = float(sum(r[1] for r in running[s]))
+        if kind == "colocated":
+            if b < maxb and not mine[s] and mode == "central" and head < n and a[head] <= t:
+                mine[s].append(head)
+                inst[head] = s
+                head += 1
+            if b < maxb and mine[s]:
+                r = mine[s].pop(0)
+                work[s], until[s] = ("prefill", r), t + float(pre(inp[r]))
+            elif b:
+                work[s], until[s] = ("decode",), t + decode(b, ctx)
+            else:
+                work[s], until[s] = None, None
+            return
+        budget, slots, pieces, j = chunk - b, maxb - b, [], 0
+        while budget > 0 and slots > 0:
+            if j == len(mine[s]):
+                if mode == "central" and head < n and a[head] <= t:
+                    mine[s].append(head)
+                    inst[head] = s
+                    head += 1
+                else:
+                    break
+            r = mine[s][j]
+            rem = inp[r] - prog[r]
+            take = min(rem, budget)
+            pieces.append((r, take, int(prog[r])))
+            budget -= take
+            slots -= 1
+            if take < rem:
+                break
+            j += 1
+        if not b and not pieces:
+            work[s], until[s] = None, None
+            return
+        tokens = sum(p[1] for p in pieces)
+        prefix = pieces[0][2] if pieces else 0
+        work[s], until[s] = ("mixed", pieces), t + mixed(b, ctx, tokens, prefix)
+
+    def finish_iteration(s, t):
+        w = work[s]
+        if w[0] != "prefill":
+            running[s] = _decode_step(running[s], t, last, gaps, finish, out)
+        done = [w[1]] if w[0] == "prefill" else []
+        if w[0] == "mixed":
+            for r, take, _ in w[1]:
+                prog[r] += take
+                if prog[r] == inp[r]:
+                    done.append(r)
+                    mine[s].remove(r)
+        for r in done:
+            first[r] = last[r] = t
+            if out[r] == 1:
+                finish[r] = t
+            else:
+                running[s].append([r, int(inp[r]) + 1, 1])
+
+    while True:
+        busy = [(until[s], s) for s in range(c) if until[s] is not None]
+        t_b = min(busy)[0] if busy else math.inf
+        if nxt < n and a[nxt] <= t_b:
+            t = a[nxt]
+            while nxt < n and a[nxt] == t:
+                if mode == "jsq":
+                    s = min(range(c), key=lambda q: (outstanding(q), q))
+                    inst[nxt] = s
+                    mine[s].append(nxt)
+                nxt += 1
+            for s in range(c):
+                if until[s] is None:
+                    start(s, t)
+        elif busy:
+            t, s = min(busy)
+            finish_iteration(s, t)
+            start(s, t)
+        else:
+            return first, finish, gaps, inst
+
+
+def ref_prefill_jsq(a, P, c):
+    """Each arrival to the prefill instance with the fewest prompts whose prefill has not ended; FCFS on each."""
+    n = len(a)
+    ps, pe, pinst = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        count = [int(np.sum((pinst[:i] == q) & (pe[:i] > a[i]))) for q in range(c)]
+        p = count.index(min(count))
+        prev = pe[:i][pinst[:i] == p]
+        ps[i] = max(a[i], prev.max() if prev.size else 0.0)
+        pe[i] = ps[i] + P[i]
+        pinst[i] = p
+    return ps, pe, pinst
+
+
 def _check_against(res: SimResult, first, finish, gaps):
     o = res.output_len
     np.testing.assert_allclose(res.first_token, first, rtol=1e-12, atol=1e-9)
@@ -199,6 +314,79 @@ def test_disaggregated_matches_reference(central, overlap, max_batch):
     np.testing.assert_array_equal(pinst, ex["prefill_instance"])
     _check_against(res, *ref)
     assert np.all(res.ttft >= prefill(res.input_len) - 1e-12)
+
+
+@pytest.mark.parametrize("policy,mode,max_batch", [("colocated", "central", None), ("colocated", "jsq", 5),
+                                                    ("chunked", "central", 6), ("chunked", "jsq", None)])
+def test_pool_matches_reference(policy, mode, max_batch):
+    kw = {"chunk": 256} if policy == "chunked" else {}
+    res = simulate(policy, COSTS, rate=30.0, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
+                   n_requests=300, warmup=0.0, seed=6, n_instances=3, dispatch=mode, max_batch=max_batch, **kw)
+    assert res.n_measured == 300
+    first, finish, gaps, _ = ref_pool(res.arrival, res.input_len, res.output_len, 3, mode, policy,
+                                      max_batch=max_batch, **kw)
+    _check_against(res, first, finish, gaps)
+
+
+@pytest.mark.parametrize("max_batch", [None, 5])
+def test_disaggregated_jsq_matches_reference(max_batch):
+    xf = lambda n: 4e-5 * n  # noqa: E731
+    res = simulate("disaggregated", COSTS, rate=40.0, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
+                   n_requests=300, warmup=0.0, seed=7, n_prefill=3, n_decode=3, transfer_time=xf,
+                   dispatch="jsq", max_batch=max_batch)
+    ex = res.extra
+    P = prefill(res.input_len.astype(float))
+    ps, pe, pinst = ref_prefill_jsq(res.arrival, P, 3)
+    np.testing.assert_array_equal(ex["prefill_instance"], pinst)
+    np.testing.assert_allclose(ex["prefill_start"], ps, rtol=1e-12, atol=1e-12)
+    ref = ref_disaggregated(res.arrival, res.input_len, res.output_len, pinst.copy(), ex["decode_instance"],
+                            xf(res.input_len.astype(float)), 3, 3, 1, False, False, max_batch)
+    np.testing.assert_allclose(res.first_token, ref[0], rtol=1e-12)
+    # the decode pool: a request joins the instance with the fewest requests when its KV arrives
+    kv = res.first_token
+    dec = np.flatnonzero(res.output_len > 1)
+    dec = dec[np.argsort(kv[dec], kind="stable")]
+    _, finish, _, dinst = ref_pool(kv[dec], res.input_len[dec], res.output_len[dec], 3, "jsq", "colocated",
+                                   max_batch=max_batch, pre=lambda n: 0.0)
+    np.testing.assert_array_equal(ex["decode_instance"][dec], dinst)
+    np.testing.assert_allclose(res.finish[dec], finish, rtol=1e-12, atol=1e-9)
+    _check_against(res, *ref)  # the decode side with the simulator's decode instances
+
+
+@pytest.mark.parametrize("policy", ["colocated", "chunked", "decode"])
+@pytest.mark.parametrize("max_batch", [None, 6])
+def test_pool_of_one_is_the_lone_instance(policy, max_batch):
+    """central and jsq over one instance are the lone instance's FCFS loop, bit for bit."""
+    from frontier_jax.sim._chunked import run_chunked
+    from frontier_jax.sim._colocated import run_colocated
+    from frontier_jax.sim._disaggregated import run_decode
+    from frontier_jax.sim._pool import run_chunked_pool, run_colocated_pool, run_decode_pool
+
+    rng = np.random.default_rng(2)
+    n = 1500
+    a = sample_arrivals(9.0, n, 1.0, rng)
+    i = sample_lengths(("gamma", 300, 1.0), n, rng, "i")
+    o = sample_lengths(("gamma", 40, 1.2), n, rng, "o")
+    for central in (False, True):
+        if policy == "colocated":
+            f, jn, pb, npf, tr, _ = run_colocated(a, i, o, prefill(i.astype(float)), decode, max_batch, None)
+            F, JN, inst, PB, trs, _ = run_colocated_pool(a, i, o, prefill(i.astype(float)), decode, max_batch, None, 1,
+                                                         central)
+            np.testing.assert_array_equal(pb, PB[:npf])
+        elif policy == "chunked":
+            f, jn, tr, _ = run_chunked(a, i, o, mixed, 256, max_batch, None)
+            F, JN, inst, trs, _ = run_chunked_pool(a, i, o, mixed, 256, max_batch, None, 1, central)
+            np.testing.assert_array_equal(tr.ptok, trs[0].ptok)
+        else:
+            m = o > 1
+            f = F = np.sort(a + 0.05)[m]
+            jn, tr, _ = run_decode(f, i[m], o[m], decode, max_batch, None)
+            JN, inst, trs, _ = run_decode_pool(f, i[m], o[m], decode, max_batch, None, 1)
+        np.testing.assert_array_equal(f, F)
+        np.testing.assert_array_equal(jn, JN)
+        np.testing.assert_array_equal(tr.end, trs[0].end)
+        np.testing.assert_array_equal(tr.b, trs[0].b)
+        assert np.all(inst == 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,6 +485,107 @@ def test_mmc_central_queue_erlang_c():
     rand = simulate("disaggregated", costs, prefill_queue="random", **kw)  # 3 independent M/M/1 at rho
     assert abs(rand.mean("ttft") / (mu_inv / (1 - rho)) - 1) < 0.05
     assert central.mean("ttft") < rand.mean("ttft")
+
+
+def _erlang_c_mean_wait(c, rate, mean_service):
+    a = rate * mean_service
+    rho = a / c
+    tail = a ** c / math.factorial(c) / (1 - rho)
+    pw = tail / (sum(a ** k / math.factorial(k) for k in range(c)) + tail)
+    return pw * mean_service / (c * (1 - rho))
+
+
+@pytest.mark.parametrize("policy", ["colocated", "disaggregated"])
+def test_central_pool_is_mmc(policy):
+    """A central queue over c prefill servers with exponential service is M/M/c: Erlang C's mean wait. Colocated
+    instances with one-token requests never decode, so the pool is the same queue."""
+    c, mu_inv, rho = 4, 0.1, 0.8
+    costs = IterationCosts(prefill=lambda n: mu_inv / 1000 * n, decode=decode)
+    R = rho * c / mu_inv
+    pool = dict(n_instances=c) if policy == "colocated" else dict(n_prefill=c)
+    res = simulate(policy, costs, rate=R, input_len=("exponential", 1000), output_len=1, n_requests=200000, seed=8,
+                   dispatch="central", **pool)
+    s = mu_inv / 1000 * res.input_len
+    wait = res.ttft - s
+    assert np.all(wait >= -1e-12)
+    assert abs(wait.mean() / _erlang_c_mean_wait(c, R, s.mean()) - 1) < 0.06
+    assert abs(res.prefill_busy / rho - 1) < 0.02
+
+
+def test_central_prefill_pool_never_idles_while_a_prompt_waits():
+    """Deterministic service, central queue: a prompt waits only while all c servers are busy, and prefills start
+    in arrival order (FCFS), each at its arrival or at the end of an earlier prefill."""
+    c, D = 3, 0.1
+    costs = IterationCosts(prefill=lambda n: D + 0.0 * n, decode=decode)
+    for policy, pool in (("disaggregated", dict(n_prefill=c)), ("colocated", dict(n_instances=c))):
+        res = simulate(policy, costs, rate=0.9 * c / D, input_len=100, output_len=1, n_requests=4000, warmup=0.0,
+                       seed=9, dispatch="central", **pool)
+        a = res.arrival
+        ps = res.first_token - D
+        pe = res.first_token
+        assert np.all(np.diff(ps) >= 0) and np.all(ps >= a - 1e-12)
+        waited = np.flatnonzero(ps > a + 1e-9)
+        assert waited.size > 400
+        ends = np.sort(pe)
+        for i in waited:
+            # the start is the end of an earlier prefill, and throughout [a_i, ps_i) every server is busy
+            assert np.min(np.abs(ends - ps[i])) < 1e-9
+            for t in np.concatenate([[a[i]], ends[(ends >= a[i]) & (ends < ps[i] - 1e-9)]]):
+                assert np.sum((ps <= t + 1e-12) & (pe > t + 1e-12)) == c
+
+
+def test_jsq_prefill_picks_the_fewest_outstanding():
+    res = simulate("disaggregated", COSTS, rate=150.0, input_len=LOGN_IN, output_len=1, n_requests=3000,
+                   warmup=0.0, seed=10, n_prefill=5, dispatch="jsq")
+    ex = res.extra
+    pinst, pe, a = ex["prefill_instance"], ex["prefill_end"], res.arrival
+    for i in range(1, a.size):
+        count = np.bincount(pinst[:i][pe[:i] > a[i]], minlength=5)
+        assert pinst[i] == np.argmin(count)  # argmin: the lowest index among ties
+    used = np.bincount(pinst, minlength=5)
+    assert np.all(used > 50) and used[0] > used[4]  # ties go to the lowest index
+
+
+def test_pooled_dispatch_orders_the_waits():
+    """M/M/c prefill pool: central (M/M/c) waits least, JSQ close to it, random (c M/M/1) the most."""
+    c, mu_inv = 4, 0.1
+    costs = IterationCosts(prefill=lambda n: mu_inv / 1000 * n, decode=decode)
+    kw = dict(rate=0.85 * c / mu_inv, input_len=("exponential", 1000), output_len=1, n_requests=100000, seed=12,
+              n_prefill=c)
+    w = {d: simulate("disaggregated", costs, dispatch=d, **kw).mean("ttft") for d in ("central", "jsq", "random")}
+    assert w["central"] < w["jsq"] < 0.6 * w["random"]
+
+
+@pytest.mark.parametrize("policy", ["chunked", "disaggregated"])
+def test_random_pool_is_independent_instances(policy):
+    """Random dispatch over c instances at c times the rate: each instance a lone one at the rate (Poisson
+    splitting), so the per-request distributions agree."""
+    c = 4
+    pool = dict(n_prefill=c, n_decode=c) if policy == "disaggregated" else dict(n_instances=c)
+    kw = dict(input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=40000, **KW[policy])
+    one = simulate(policy, COSTS, rate=7.0, seed=13, **kw)
+    many = simulate(policy, COSTS, rate=7.0 * c, seed=14, dispatch="random", **pool, **kw)
+    for m in ("ttft", "tpot"):
+        x, y = np.sort(one._values(m)), np.sort(many._values(m))
+        grid = np.concatenate([x, y])
+        ks = np.max(np.abs(np.searchsorted(x, grid, "right") / x.size - np.searchsorted(y, grid, "right") / y.size))
+        assert ks < 0.03, m  # Kolmogorov-Smirnov distance (requests are correlated: not the iid threshold)
+        for q, tol in ((0.5, 0.03), (0.9, 0.05), (0.99, 0.15)):  # a p99 varies ~15 % between seeds (busy periods)
+            assert abs(many.quantile(m, q) / one.quantile(m, q) - 1) < tol, (m, q)
+    assert abs(many.mean_in_decode / one.mean_in_decode - 1) < 0.03
+
+
+@pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
+def test_balanced_pools_narrow_the_decode_batch(policy):
+    """JSQ and a central queue spread the pool's requests evenly over its instances: the decode batch an
+    iteration sees fluctuates less than under random dispatch, so p99 TPOT falls; the mean load is the same."""
+    c = 8
+    pool = dict(n_prefill=c, n_decode=c) if policy == "disaggregated" else dict(n_instances=c)
+    kw = dict(rate=8.0 * c, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=30000, seed=15, **pool, **KW[policy])
+    res = {d: simulate(policy, COSTS, dispatch=d, **kw) for d in ("random", "central", "jsq")}
+    for d in ("central", "jsq"):
+        assert res[d].quantile("tpot", 0.99) < res["random"].quantile("tpot", 0.99)
+        assert abs(res[d].mean_in_decode / res["random"].mean_in_decode - 1) < 0.05
 
 
 @pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
@@ -405,6 +694,10 @@ def test_bad_arguments():
     with pytest.raises(FrontierError):
         simulate("disaggregated", COSTS, prefill_queue="shortest", **kw)
     with pytest.raises(FrontierError):
+        simulate("colocated", COSTS, dispatch="shortest", **kw)
+    with pytest.raises(FrontierError):
+        simulate("disaggregated", COSTS, decode_dispatch="least", **kw)
+    with pytest.raises(FrontierError):
         simulate("colocated", IterationCosts(lambda n: -1.0 + 0 * n, decode), **kw)
 
 
@@ -414,3 +707,17 @@ def test_runtime_budget():
     elapsed = time.perf_counter() - t0
     assert 20 < res.mean_decode_batch < 45
     assert elapsed < 3.0
+
+
+@pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
+def test_pooled_runtime_budget(policy):
+    """A 64-instance pool under central or JSQ dispatch (one event loop) with 20k requests: well under 3 s."""
+    c = 64
+    pool = dict(n_prefill=c, n_decode=c) if policy == "disaggregated" else dict(n_instances=c)
+    for d in ("central", "jsq"):
+        t0 = time.perf_counter()
+        res = simulate(policy, COSTS, rate=10.0 * c, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=20000,
+                       dispatch=d, **pool, **KW[policy])
+        elapsed = time.perf_counter() - t0
+        assert 15 < res.mean_decode_batch < 45
+        assert elapsed < 3.0

@@ -1,16 +1,20 @@
 """Disaggregated prefill/decode (DistServe / Splitwise) pieces.
 
-Prefill: n_prefill instances, each FCFS with one prompt per iteration; arrivals either routed uniformly at random
-(each instance an independent G/G/1 queue) or held in one central FCFS queue that feeds the first free instance
-(G/G/c). KV transfer: each prefill instance owns one link, an FCFS queue served in prefill-completion order with
-service transfer_time(I). Without overlap a transfer starts when both the prefill has ended and the link is free.
-With layer-wise overlap (L layers) layer l can be sent once the prefill has computed it (start + l P / L) and the
-link sends the layers in order, each taking T / L, so the KV has arrived at
+Prefill: n_prefill instances, each FCFS with one prompt per iteration. Dispatch (``simulate(dispatch=...)``):
+random, each arrival to a uniformly random instance (each an independent G/G/1 queue); central, one FCFS queue
+feeding the first free instance (G/G/c; ties to the lowest index); jsq, each arrival to the instance with the fewest
+outstanding prompts (queued + in prefill; a prompt leaves its instance's count when its prefill ends, its KV transfer
+is the link's; ties to the lowest index), then that instance's FCFS queue. KV transfer: each prefill instance owns
+one link, an FCFS queue served in prefill-completion order with service transfer_time(I). Without overlap a transfer
+starts when both the prefill has ended and the link is free. With layer-wise overlap (L layers) layer l can be sent
+once the prefill has computed it (start + l P / L) and the link sends the layers in order, each taking T / L, so the
+KV has arrived at
     max(link_free + T, prefill_start + P/L + T, prefill_end + T/L),
 i.e. max(T/L, T - P (L-1)/L) after the prefill ends when the link is idle; the link is busy for the full T.
-Decode: n_decode instances (uniform random routing at KV arrival), continuous batching of decode iterations with no
-prefill interference; a request joins at the first iteration boundary at or after its KV arrives (at once if the
-instance is idle) while the batch has a free slot.
+Decode: n_decode instances, continuous batching of decode iterations with no prefill interference; a request joins
+at the first iteration boundary at or after its KV arrives (at once if the instance is idle) while the batch has a
+free slot. Decode dispatch at KV arrival: random, a uniformly random instance; central and jsq, the instance with
+the fewest requests waiting or decoding (the KV lands on one instance: _pool.run_decode_pool).
 """
 
 from __future__ import annotations
@@ -56,6 +60,34 @@ def prefill_central(arr, pre_time, n_prefill):
         start[i] = s
         inst[i] = p
         heapq.heappush(free, (s + p_l[i], p))
+    start = np.asarray(start, float)
+    return start, start + pre_time, np.asarray(inst, np.int64)
+
+
+def prefill_jsq(arr, pre_time, n_prefill):
+    """Join the shortest queue: each arrival to the instance with the fewest prompts queued or in prefill at its
+    arrival (a prompt whose prefill ends exactly then has left; ties to the lowest index), FCFS on each instance.
+    Returns start, end, instance."""
+    n = arr.shape[0]
+    a_l = arr.tolist()
+    p_l = pre_time.tolist()
+    start = [0.0] * n
+    inst = [0] * n
+    count = [0] * n_prefill
+    last = [0.0] * n_prefill  # when each instance's queue empties
+    busy = []  # (prefill end, instance) of the prompts not yet done
+    for i in range(n):
+        a = a_l[i]
+        while busy and busy[0][0] <= a:
+            count[heapq.heappop(busy)[1]] -= 1
+        p = count.index(min(count))
+        s = a if a > last[p] else last[p]
+        e = s + p_l[i]
+        start[i] = s
+        inst[i] = p
+        last[p] = e
+        count[p] += 1
+        heapq.heappush(busy, (e, p))
     start = np.asarray(start, float)
     return start, start + pre_time, np.asarray(inst, np.int64)
 

@@ -10,11 +10,19 @@ from frontier_jax.errors import FrontierError
 
 from ._chunked import run_chunked
 from ._colocated import run_colocated
-from ._disaggregated import kv_transfer, prefill_central, prefill_random, run_decode
+from ._disaggregated import kv_transfer, prefill_central, prefill_jsq, prefill_random, run_decode
+from ._pool import run_chunked_pool, run_colocated_pool, run_decode_pool
 from ._result import SimResult, decode_metrics, window_overlap
 from ._workload import IterationCosts, eval_vectorised, sample_arrivals, sample_lengths
 
 POLICIES = ("colocated", "chunked", "disaggregated")
+DISPATCHES = ("random", "central", "jsq")
+
+
+def _dispatch(v, name):
+    if v not in DISPATCHES:
+        raise FrontierError(f"{name}={v!r} must be one of {', '.join(repr(d) for d in DISPATCHES)}")
+    return v
 
 
 def _pos_int(v, name, allow_none=False):
@@ -28,17 +36,36 @@ def _pos_int(v, name, allow_none=False):
 def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, output_len, n_requests: int = 20000,
              warmup: float = 0.1, seed: int = 0, arrival_ca2: float = 1.0, max_batch=None, chunk=None,
              n_prefill: int = 1, n_decode: int = 1, transfer_time=None, overlap: bool = False, layers: int = 1,
-             n_instances: int = 1, prefill_queue: str = "random", max_time=None) -> SimResult:
+             n_instances: int = 1, dispatch: str = "random", decode_dispatch=None, prefill_queue=None,
+             max_time=None) -> SimResult:
     """Simulate ``n_requests`` requests under ``policy`` and return per-request TTFT/TPOT/max token gap.
 
     policy: "colocated" (vLLM, prefill-prioritised continuous batching), "chunked" (Sarathi-Serve; needs
         ``chunk`` and ``costs.mixed``) or "disaggregated" (DistServe; ``n_prefill``/``n_decode`` instances,
         ``transfer_time(I)`` seconds per request on its prefill instance's link, ``overlap``/``layers`` for
-        layer-wise transfer, ``prefill_queue`` "random" or "central").
-    rate: total arrival rate (req/s); arrivals are a renewal process with squared CV ``arrival_ca2`` (Poisson at 1).
-    n_instances (colocated/chunked): each arrival is routed uniformly at random to one of the instances, which are
-        simulated independently (each sees rate / n_instances; Poisson stays Poisson). Must be 1 for
-        "disaggregated", which uses n_prefill/n_decode.
+        layer-wise transfer).
+    rate: total arrival rate (req/s) of the pool; arrivals are a renewal process with squared CV ``arrival_ca2``
+        (Poisson at 1).
+    n_instances (colocated/chunked): instances in the pool. Must be 1 for "disaggregated", which uses
+        n_prefill/n_decode.
+    dispatch: how a pool shares its arrivals, for the colocated/chunked instances and both disaggregated pools:
+        "random": each arrival to a uniformly random instance; the instances are independent and simulated one at
+            a time (each sees rate / n; Poisson stays Poisson).
+        "central": one FCFS queue of prompts for the pool (a global scheduler). A prefill-only instance takes the
+            head when it is free (G/G/c); a colocated instance takes it at an iteration boundary, before a decode
+            iteration, while its batch has a free slot; a chunked instance takes prompts from the head whenever its
+            token budget has room after the prompt it has partly prefilled (that one stays on it). An arrival wakes
+            the idle instance of lowest index.
+        "jsq": at its arrival a request goes to the instance with the fewest outstanding requests (queued + in
+            prefill + decoding on that instance; for a prefill instance queued + in prefill), ties to the lowest
+            index, and is served in that instance's own FCFS queue.
+        Decode pool (disaggregated): "random" as above at KV arrival; "central" and "jsq" alike, the instance
+        with the fewest requests waiting or decoding when the KV arrives (the KV lands on one instance; with
+        unbounded batches a central decode queue would admit every request at once too).
+        The pooled policies simulate all instances of the pool in one event loop (frontier_jax.sim._pool).
+    decode_dispatch (disaggregated): the decode pool's dispatch when it differs from ``dispatch``.
+    prefill_queue (disaggregated; older name): the prefill pool's dispatch, "random" or "central"; overrides
+        ``dispatch`` for the prefill pool only.
     input_len/output_len: int, ("lognormal"|"gamma", mean, cv), ("exponential", mean) or an array to resample.
     warmup: the first floor(warmup * n_requests) arrivals are simulated but not measured; requests unfinished at
         the end (only possible with ``max_time``) are dropped too.
@@ -82,11 +109,16 @@ def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, outp
         chunk = _pos_int(chunk, "chunk")
         if costs.mixed is None:
             raise FrontierError("policy 'chunked' needs costs.mixed(decode_batch, decode_context, chunk, prefix)")
+    dispatch = _dispatch(dispatch, "dispatch")
+    decode_dispatch = dispatch if decode_dispatch is None else _dispatch(decode_dispatch, "decode_dispatch")
+    prefill_dispatch = dispatch
+    if prefill_queue is not None:
+        if prefill_queue not in ("random", "central"):
+            raise FrontierError(f"prefill_queue={prefill_queue!r} must be 'random' or 'central'")
+        prefill_dispatch = prefill_queue
     if policy == "disaggregated":
         if n_instances != 1:
             raise FrontierError("n_instances is for colocated/chunked; give n_prefill and n_decode instead")
-        if prefill_queue not in ("random", "central"):
-            raise FrontierError(f"prefill_queue={prefill_queue!r} must be 'random' or 'central'")
 
     ss = np.random.SeedSequence(seed)
     r_arr, r_in, r_out, r_route, r_route2 = (np.random.default_rng(s) for s in ss.spawn(5))
@@ -111,22 +143,21 @@ def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, outp
 
     if policy in ("colocated", "chunked"):
         n_srv_pre = n_srv_dec = n_instances
-        route = r_route.integers(n_instances, size=n) if n_instances > 1 else np.zeros(n, np.int64)
         pre_time = eval_vectorised(costs.prefill, inp, "prefill") if policy == "colocated" else None
-        for s in range(n_instances):
-            idx = np.flatnonzero(route == s) if n_instances > 1 else np.arange(n)
-            if idx.size == 0:
-                continue
+        if dispatch == "random" or n_instances == 1:
+            per_instance = _independent_instances(policy, costs, arr, inp, out, pre_time, chunk, max_batch,
+                                                  max_time, n_instances, r_route)
+        else:
+            per_instance = _pooled_instances(policy, costs, arr, inp, out, pre_time, chunk, max_batch, max_time,
+                                             n_instances, dispatch == "central")
+        for idx, f, jn, pre_b, tr, te in per_instance:
             if policy == "colocated":
-                f, jn, pre_b, npf, tr, te = run_colocated(arr[idx], inp[idx], out[idx], pre_time[idx],
-                                                          costs.decode, max_batch, max_time)
-                ps, pe = f[:npf] - pre_time[idx][:npf], f[:npf]
-                ov = window_overlap(ps, pe, w0, w1)
+                ok = pre_b >= 0  # prefilled
+                ov = window_overlap(f[ok] - pre_time[idx][ok], f[ok], w0, w1)
                 busy_pre += float(ov.sum())
-                slot_int += float(np.sum(pre_b * ov))
+                slot_int += float(np.sum(pre_b[ok] * ov))
                 pre_mask = None
             else:
-                f, jn, tr, te = run_chunked(arr[idx], inp[idx], out[idx], costs.mixed, chunk, max_batch, max_time)
                 pre_mask = tr.ptok > 0
             t_end = max(t_end, te)
             fin, ds, mg, gv, gw = decode_metrics(f, jn, out[idx], tr, measured[idx])
@@ -145,8 +176,10 @@ def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, outp
         n_srv_pre, n_srv_dec = n_prefill, n_decode
         pre_time = eval_vectorised(costs.prefill, inp, "prefill")
         xfer = (np.zeros(n) if transfer_time is None else eval_vectorised(transfer_time, inp, "transfer_time"))
-        if prefill_queue == "central":
+        if prefill_dispatch == "central":
             ps, pe, pinst = prefill_central(arr, pre_time, n_prefill)
+        elif prefill_dispatch == "jsq" and n_prefill > 1:
+            ps, pe, pinst = prefill_jsq(arr, pre_time, n_prefill)
         else:
             pinst = r_route.integers(n_prefill, size=n) if n_prefill > 1 else np.zeros(n, np.int64)
             ps, pe = prefill_random(arr, pre_time, pinst, n_prefill)
@@ -155,16 +188,29 @@ def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, outp
             kv = np.where(pe <= max_time, kv, np.nan)  # prompts not prefilled by max_time never reach decode
         first[:] = kv
         busy_pre = float(window_overlap(ps, pe, w0, w1).sum())
-        dinst = r_route2.integers(n_decode, size=n) if n_decode > 1 else np.zeros(n, np.int64)
         one = out == 1
         finish[one] = kv[one]
         t_end = float(np.nanmax(kv)) if np.any(np.isfinite(kv)) else 0.0
-        for d in range(n_decode):
-            idx = np.flatnonzero((dinst == d) & ~one & np.isfinite(kv))
-            if idx.size == 0:
-                continue
+        if decode_dispatch == "random" or n_decode == 1:
+            dinst = r_route2.integers(n_decode, size=n) if n_decode > 1 else np.zeros(n, np.int64)
+            per_instance = []
+            for d in range(n_decode):
+                idx = np.flatnonzero((dinst == d) & ~one & np.isfinite(kv))
+                if idx.size == 0:
+                    continue
+                idx = idx[np.argsort(kv[idx], kind="stable")]
+                jn, tr, te = run_decode(kv[idx], inp[idx], out[idx], costs.decode, max_batch, max_time)
+                per_instance.append((idx, jn, tr, te))
+        else:
+            idx = np.flatnonzero(~one & np.isfinite(kv))
             idx = idx[np.argsort(kv[idx], kind="stable")]
-            jn, tr, te = run_decode(kv[idx], inp[idx], out[idx], costs.decode, max_batch, max_time)
+            jn, di, trs, te = run_decode_pool(kv[idx], inp[idx], out[idx], costs.decode, max_batch, max_time,
+                                              n_decode)
+            dinst = np.full(n, -1, np.int64)
+            dinst[idx] = di
+            t_end = max(t_end, te)
+            per_instance = [(idx[di == d], jn[di == d], trs[d], te) for d in range(n_decode) if np.any(di == d)]
+        for idx, jn, tr, te in per_instance:
             t_end = max(t_end, te)
             fin, ds, mg, gv, gw = decode_metrics(kv[idx], jn, out[idx], tr, measured[idx])
             finish[idx], dstart[idx], max_gap[idx] = fin, ds, mg
@@ -201,3 +247,39 @@ def simulate(policy: str, costs: IterationCosts, *, rate: float, input_len, outp
         mean_in_decode=slot_int / (n_srv_dec * W),
         n_servers_prefill=n_srv_pre, n_servers_decode=n_srv_dec, extra=res_extra,
     )
+
+
+def _independent_instances(policy, costs, arr, inp, out, pre_time, chunk, max_batch, max_time, n_instances,
+                           r_route):
+    """Random dispatch: each instance simulated on its own. Yields (requests, first, join, pre_b, trace, t_end)."""
+    n = arr.shape[0]
+    route = r_route.integers(n_instances, size=n) if n_instances > 1 else np.zeros(n, np.int64)
+    for s in range(n_instances):
+        idx = np.flatnonzero(route == s) if n_instances > 1 else np.arange(n)
+        if idx.size == 0:
+            continue
+        if policy == "colocated":
+            f, jn, pre_b, npf, tr, te = run_colocated(arr[idx], inp[idx], out[idx], pre_time[idx], costs.decode,
+                                                      max_batch, max_time)
+            pb = np.full(idx.size, -1, np.int64)
+            pb[:npf] = pre_b
+        else:
+            f, jn, tr, te = run_chunked(arr[idx], inp[idx], out[idx], costs.mixed, chunk, max_batch, max_time)
+            pb = None
+        yield idx, f, jn, pb, tr, te
+
+
+def _pooled_instances(policy, costs, arr, inp, out, pre_time, chunk, max_batch, max_time, n_instances, central):
+    """Central or JSQ dispatch: the pool's instances in one event loop. Yields what _independent_instances does."""
+    if policy == "colocated":
+        f, jn, inst, pre_b, trs, te = run_colocated_pool(arr, inp, out, pre_time, costs.decode, max_batch, max_time,
+                                                         n_instances, central)
+    else:
+        f, jn, inst, trs, te = run_chunked_pool(arr, inp, out, costs.mixed, chunk, max_batch, max_time, n_instances,
+                                                central)
+        pre_b = None
+    for s in range(n_instances):
+        idx = np.flatnonzero(inst == s)
+        if idx.size == 0:
+            continue
+        yield idx, f[idx], jn[idx], None if pre_b is None else pre_b[idx], trs[s], te
