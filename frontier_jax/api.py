@@ -57,7 +57,7 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
              input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0, slo_scale=1.0, price=None,
              hbm_bandwidth_scale=1.0, flops_scale=1.0, tp=None, tp_prefill=None, tp_decode=None, chunk=None,
              n_prefill=None, n_decode=None, overlap=None, decode_hardware=None, decode_price=None,
-             cache_load_bandwidth=None) -> xr.Dataset:
+             cache_load_bandwidth=None, dispatch="auto") -> xr.Dataset:
     """Cost per SLO-compliant token of colocated, chunked and disaggregated serving for one scenario.
 
     SI units: lengths in tokens, ttft/tpot in s, rate in requests/s, kv_bandwidth in bytes/s per prefill GPU
@@ -75,7 +75,7 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
         input_cv=input_cv, output_cv=output_cv, arrival_ca2=arrival_ca2, cache_hit=cache_hit, slo_scale=slo_scale,
         n_prefill=n_prefill, n_decode=n_decode, price=price, hbm_bandwidth_scale=hbm_bandwidth_scale,
         flops_scale=flops_scale, decode_hardware=decode_hardware, decode_price=decode_price,
-        cache_load_bandwidth=cache_load_bandwidth)
+        cache_load_bandwidth=cache_load_bandwidth, dispatch=dispatch)
     shape = price_arr.shape
     if len(shape) > 1:
         raise FrontierError("evaluate takes scalars or 1-D arrays; use a sweep spec for grids")

@@ -59,6 +59,8 @@ POINT_VARIABLES: tuple[Variable, ...] = (
                                             "tokens)"),
     Variable("kv_tax_indirect", USD_PER_MTOK, "indirect KV tax: TTFT slack eaten by the transfer (USD per million "
                                               "output tokens)"),
+    Variable("idle_cost", USD_PER_MTOK, "idle term of the cost: GPU time neither prefilling nor decoding (USD per "
+                                        "million output tokens)"),
     Variable("cost_per_mtok_total", USD_PER_MTOK, "cost per SLO-compliant input+output token (USD per million "
                                                   "input+output tokens)"),
     Variable("ttft_achieved", "s", "time to first token at the contract percentile, at the operating point"),
@@ -72,6 +74,8 @@ POINT_VARIABLES: tuple[Variable, ...] = (
     Variable("n_decode", "1", "decode instances (fluid disaggregated mode: per prefill instance)"),
     Variable("chunk", "1", "chunked-prefill token budget per iteration in tokens (0: not chunked)"),
     Variable("overlap", "1", "layer-wise KV-transfer overlap (1 = on)"),
+    Variable("kv_receive_utilization", "1", "utilisation of the decode instances' KV links by incoming transfers "
+                                            "(disaggregated; 0 otherwise)"),
     _flag("feasible", "the contract can be met", [0, 1], ("infeasible", "feasible")),
     _flag("reason", "why the point is infeasible", range(len(INFEASIBLE_NAMES)), INFEASIBLE_NAMES),
     _flag("best_arch", "cheapest feasible architecture (-1: none feasible)", ARCH_FLAG_VALUES, ARCH_FLAG_MEANINGS,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from ..variables import POINT_VARIABLES
+from . import latency as lat
 from .search import LinkBlind, PrefillPool, search_link_blind, search_prefill_pool
 from .types import NO_ARCH, Arch, Demand, Infeasible, Point, SearchSpace
 
@@ -31,6 +32,7 @@ class ArchCost(NamedTuple):
     kv_tax: jax.Array
     kv_direct: jax.Array
     kv_indirect: jax.Array
+    idle: jax.Array
     ttft: jax.Array
     tpot: jax.Array
     goodput: jax.Array
@@ -41,6 +43,7 @@ class ArchCost(NamedTuple):
     n_decode: jax.Array
     chunk: jax.Array
     overlap: jax.Array
+    receive_utilization: jax.Array
     reason: jax.Array
 
 
@@ -57,36 +60,57 @@ def usd_per_mtok(price, output_len):
 
 
 def _colocated_cost(r, usd, fluid) -> ArchCost:
+    """Colocated instances: the prefill and decode terms are their shares of instance time, idle the rest."""
     total = r.gpus_per_rate * usd
     zero = 0.0 * total
-    return ArchCost(cost=total, prefill=total * r.prefill_share, decode=total * (1.0 - r.prefill_share), kv_tax=zero,
-                    kv_direct=zero, kv_indirect=zero, ttft=r.ttft, tpot=r.tpot, goodput=r.goodput,
+    prefill, decode = total * r.prefill_busy, total * r.decode_busy
+    return ArchCost(cost=total, prefill=prefill, decode=decode, kv_tax=zero, kv_direct=zero, kv_indirect=zero,
+                    idle=total - prefill - decode, ttft=r.ttft, tpot=r.tpot, goodput=r.goodput,
                     gpus=jnp.where(fluid, r.tp, r.instances * r.tp), tp_prefill=r.tp, tp_decode=r.tp,
                     n_prefill=r.instances, n_decode=r.instances, chunk=r.chunk, overlap=jnp.zeros_like(r.tp),
-                    reason=r.reason)
+                    receive_utilization=zero, reason=r.reason)
 
 
-def _disaggregated_cost(demand: Demand, blind: LinkBlind, pre: PrefillPool, usd, usd_decode) -> ArchCost:
+def receive_seconds(p: Point, link_utilization):
+    """Decode-GPU seconds of KV receiving per request: the prompt's KV over one GPU's link, at a utilisation of at
+    most max(the senders' utilisation, 1 - q). A decode instance's links take every KV its requests bring, so the
+    pool is sized to receive no hotter than the prefill instances send (its wait then no longer than theirs), or
+    cold enough that a p_q request never waits (where a link is busy less than 1 - q of the time)."""
+    sc = p.sc
+    cap = jnp.maximum(link_utilization, 1.0 - sc.q)
+    return sc.input_len * lat.kv_bytes_per_token(p.model, sc.fp8) / sc.kv_bandwidth / cap
+
+
+def _disaggregated_cost(p: Point, demand: Demand, blind: LinkBlind, pre: PrefillPool, usd, usd_decode) -> ArchCost:
     """The linked prefill pool `pre` joined with the link-blind decode pool and free-link prefill pool; `usd` and
     `usd_decode` convert each pool's GPUs per unit rate to USD per 1e6 output tokens (each pool at its GPU's
-    price)."""
-    d = blind.decode
+    price). The decode pool is enlarged where its links could not receive the KV (receive_seconds)."""
+    d, free = blind.decode, blind.prefill_free_link
     fluid = jnp.isnan(demand.rate)
+    recv = receive_seconds(p, pre.link_utilization)
+    rate = jnp.where(fluid, 1.0, demand.rate)
+    n_recv = jnp.ceil(rate * recv / d.tp * (1.0 - 1e-12))
+    n_d = jnp.where(demand.n_decode > 0, d.instances, jnp.maximum(d.instances, n_recv))
+    d_gpr = jnp.where(fluid, jnp.maximum(d.gpus_per_rate, recv), n_d * d.tp / rate)
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
-    n_dec = jnp.where(fluid, pre.rate / d.rate, d.instances)
+    n_dec = jnp.where(fluid, pre.rate * d_gpr / d.tp, n_d)
     gpus = pre.instances * pre.tp + n_dec * d.tp
-    reason = jnp.where(jnp.isfinite(pre.gpus_per_rate), jnp.where(jnp.isfinite(d.gpus_per_rate),
+    receive_ok = (demand.n_decode <= 0) | (n_d >= n_recv)
+    reason = jnp.where(jnp.isfinite(pre.gpus_per_rate), jnp.where(jnp.isfinite(d.gpus_per_rate) & receive_ok,
                                                                    Infeasible.FEASIBLE, d.reason), pre.reason)
-    total = pre.gpus_per_rate * usd + d.gpus_per_rate * usd_decode if usd_decode is not None else \
-        (pre.gpus_per_rate + d.gpus_per_rate) * usd
-    prefill = jnp.minimum(blind.prefill_free_link, pre.gpus_per_rate) * usd
-    decode = d.gpus_per_rate * (usd if usd_decode is None else usd_decode)
-    tax = jnp.maximum(total - prefill - decode, 0.0)  # an infinite link is never dearer: < 0 is rounding
-    indirect = jnp.clip((pre.gpus_per_rate_exposed - blind.prefill_free_link) * usd, 0.0, tax)
+    usd_d = usd if usd_decode is None else usd_decode
+    total = jnp.where(receive_ok, pre.gpus_per_rate * usd + d_gpr * usd_d, jnp.nan)
+    prefill_all = jnp.minimum(free.gpus_per_rate, pre.gpus_per_rate) * usd  # the prefill pool at B_kv = infinity
+    decode_all = d.gpus_per_rate * usd_d
+    tax = jnp.maximum(total - prefill_all - decode_all, 0.0)  # an infinite link is never dearer: < 0 is rounding
+    indirect = jnp.clip((pre.gpus_per_rate_exposed - free.gpus_per_rate) * usd, 0.0, tax)
+    prefill, decode = prefill_all * free.busy, decode_all * d.busy
     return ArchCost(cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
-                    kv_indirect=indirect, ttft=pre.ttft, tpot=d.tpot,
-                    goodput=1.0 / (pre.tp / pre.rate + d.tp / d.rate), gpus=gpus, tp_prefill=pre.tp, tp_decode=d.tp,
-                    n_prefill=pre.instances, n_decode=n_dec, chunk=jnp.zeros_like(pre.tp), overlap=pre.overlap,
+                    kv_indirect=indirect, idle=prefill_all - prefill + decode_all - decode, ttft=pre.ttft,
+                    tpot=d.tpot, goodput=1.0 / (pre.tp / pre.rate + d_gpr), gpus=gpus, tp_prefill=pre.tp,
+                    tp_decode=d.tp, n_prefill=pre.instances, n_decode=n_dec, chunk=jnp.zeros_like(pre.tp),
+                    overlap=pre.overlap, receive_utilization=recv / d_gpr * jnp.maximum(pre.link_utilization,
+                                                                                       1.0 - p.sc.q),
                     reason=reason)
 
 
@@ -103,7 +127,7 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
     fluid = jnp.isnan(demand.rate)
     archs = {Arch.COLOCATED: _colocated_cost(blind.colocated, usd, fluid),
              Arch.CHUNKED: _colocated_cost(blind.chunked, usd, fluid),
-             Arch.DISAGGREGATED: _disaggregated_cost(demand, blind, pre, usd,
+             Arch.DISAGGREGATED: _disaggregated_cost(p, demand, blind, pre, usd,
                                                      None if p.hw_decode is None else usd_per_mtok(p.hw_decode.price, o))}
     rows = [archs[a] for a in Arch]
     out = ArchCost(*(jnp.stack([jnp.asarray(x, dtype=o.dtype) for x in field]) for field in zip(*rows)))
@@ -123,9 +147,11 @@ def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchS
     return PointResult(
         cost_per_mtok=cost, prefill_cost=nan_if(out.prefill), decode_cost=nan_if(out.decode),
         kv_tax=nan_if(out.kv_tax), kv_tax_direct=nan_if(out.kv_direct), kv_tax_indirect=nan_if(out.kv_indirect),
+        idle_cost=nan_if(out.idle),
         cost_per_mtok_total=cost * o / (p.sc.input_len + o), ttft_achieved=nan_if(out.ttft),
         tpot_achieved=nan_if(out.tpot), goodput=goodput, throughput=nan_if(rate * o / out.gpus), gpus=out.gpus,
         tp_prefill=out.tp_prefill, tp_decode=out.tp_decode, n_prefill=out.n_prefill, n_decode=out.n_decode,
-        chunk=out.chunk, overlap=out.overlap, feasible=feasible, reason=reason,
+        chunk=out.chunk, overlap=out.overlap, kv_receive_utilization=nan_if(out.receive_utilization),
+        feasible=feasible, reason=reason,
         best_arch=jnp.where(jnp.any(feasible), best, NO_ARCH).astype(jnp.int32),
         advantage=jnp.where(jnp.isfinite(advantage), advantage, jnp.nan))

@@ -7,7 +7,8 @@ import numpy as np
 
 from ..errors import FrontierError
 from .catalog import ENGINES, load_efficiency, load_hardware, load_model, precision_flag
-from .types import NO_LINK_LIMIT, Demand, Efficiency, Point, Scenario
+from .queueing import DISPATCHES
+from .types import AUTO_DISPATCH, NO_LINK_LIMIT, Demand, Efficiency, Point, Scenario
 # Contract bounds are in seconds. A TTFT bound over 10 minutes or a TPOT bound over 10 s is almost surely a value in
 # milliseconds (ttft = 2000 meant as 2 s, tpot = 50 meant as 50 ms), so it is rejected with a hint. Published
 # contracts are at most 30 s (TTFT) and 5 s (TPOT). The sweep registry (sweep/spec.py) has the same bounds.
@@ -61,6 +62,16 @@ def percentile_value(percentile):
     return q, 0.0
 
 
+DISPATCH_CHOICES = ("auto",) + DISPATCHES
+
+
+def dispatch_code(dispatch) -> float:
+    """The Demand.dispatch code of a policy name (auto -1, random 0, central 1, jsq 2)."""
+    if dispatch not in DISPATCH_CHOICES:
+        raise FrontierError(f"unknown dispatch {dispatch!r}; known: {', '.join(DISPATCH_CHOICES)}")
+    return float(DISPATCH_CHOICES.index(dispatch) - 1)
+
+
 def engine_efficiency(engine: str) -> Efficiency:
     """The calibrated Efficiency of an engine name, or FrontierError listing the known ones."""
     if engine not in ENGINES:
@@ -71,10 +82,13 @@ def engine_efficiency(engine: str) -> Efficiency:
 def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99, rate=None, kv_bandwidth=None,
           total_gpus=None, engine="current", precision="bf16", input_cv=0.0, output_cv=0.0, arrival_ca2=1.0,
           cache_hit=0.0, slo_scale=1.0, n_prefill=None, n_decode=None, price=None, hbm_bandwidth_scale=1.0,
-          flops_scale=1.0, decode_hardware=None, decode_price=None, cache_load_bandwidth=None, units_guard=True):
+          flops_scale=1.0, decode_hardware=None, decode_price=None, cache_load_bandwidth=None, dispatch="auto",
+          units_guard=True):
     """Validated (Point, Demand, price) with every leaf broadcast to one common shape. `decode_hardware` puts the
     disaggregated decode pool on another GPU, priced at `decode_price` (default its catalogue price);
     `cache_load_bandwidth` (bytes/s per prefill GPU) loads the prefix-cache hits from a global cache (Mooncake).
+    `dispatch` ("auto", "random", "central", "jsq") is how every pool shares its arrivals; "auto": a central queue
+    for the prefill pool, JSQ elsewhere.
     `units_guard=False` allows contract bounds above MAX_TTFT_S / MAX_TPOT_S (for internal bounds that must never
     bind)."""
     hw = load_hardware(hardware)
@@ -102,7 +116,8 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
         flops_scale=check_number("flops_scale", flops_scale),
         cache_load_bandwidth=(np.asarray(np.inf) if cache_load_bandwidth is None
                               else check_number("cache_load_bandwidth", cache_load_bandwidth)),
-        q=np.asarray(q), mean_mode=np.asarray(mean_mode), fp8=np.asarray(fp8))
+        q=np.asarray(q), mean_mode=np.asarray(mean_mode), fp8=np.asarray(fp8),
+        dispatch=np.asarray(dispatch_code(dispatch)))
     if units_guard:
         check_contract_units(values["ttft"], values["tpot"])
     if np.any(values["cache_hit"] < 0):
@@ -141,5 +156,6 @@ def assemble(hw, md, eff, v):
                                                    jnp.full_like(v["input_len"], NO_LINK_LIMIT)))
     hw = hw._replace(hbm_bandwidth=hw.hbm_bandwidth * v["hbm_bandwidth_scale"],
                      bf16_flops=hw.bf16_flops * v["flops_scale"], fp8_flops=hw.fp8_flops * v["flops_scale"])
-    demand = Demand(v["rate"], v["total_gpus"], v["n_prefill"], v["n_decode"])
+    demand = Demand(v["rate"], v["total_gpus"], v["n_prefill"], v["n_decode"],
+                    v.get("dispatch", jnp.full_like(v["rate"], AUTO_DISPATCH)))
     return Point(hw, md, eff, sc), demand, v.get("price")

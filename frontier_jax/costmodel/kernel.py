@@ -20,7 +20,7 @@ from ..runner.spec import InputSpec, SweepSpec, load_spec, nonnegative, positive
 from ..variables import ARCH_COORD, POINT_VARIABLES
 from . import catalog
 from .cost import evaluate_point
-from .inputs import MAX_TPOT_S, MAX_TTFT_S, assemble
+from .inputs import DISPATCH_CHOICES, MAX_TPOT_S, MAX_TTFT_S, assemble
 from .search import DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, search_link_blind, search_prefill_pool
 from .types import SearchSpace
 
@@ -32,6 +32,8 @@ INPUTS: Mapping[str, InputSpec] = {
         InputSpec("engine", "categorical", "1", "serving-engine generation", choices_fn=lambda: list(catalog.ENGINES)),
         InputSpec("precision", "categorical", "1", "weight and KV precision",
                   choices_fn=lambda: list(catalog.PRECISIONS)),
+        InputSpec("dispatch", "categorical", "1", "how each pool shares its arrivals (auto: a central queue for "
+                  "the prefill pool, JSQ elsewhere)", choices_fn=lambda: list(DISPATCH_CHOICES)),
         positive("input_len", "1", "mean input (prompt) length in tokens"),
         positive("output_len", "1", "mean output length in tokens"),
         positive("total_len", "1", "mean input plus output length in tokens"),
@@ -59,7 +61,7 @@ REQUIRED = ("hardware", "model", "ttft", "tpot")
 DEFAULTS = dict(percentile=0.99, input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0, slo_scale=1.0,
                 rate=np.nan, total_gpus=np.inf, price_scale=1.0, hbm_bandwidth_scale=1.0, flops_scale=1.0)
 EXTRA_COORDS = {ARCH_COORD[0]: ARCH_COORD[1:]}
-CATEGORICAL = ("hardware", "model", "engine", "precision")
+CATEGORICAL = ("hardware", "model", "engine", "precision", "dispatch")
 
 
 def load_sweep_spec(src: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
@@ -106,6 +108,7 @@ def point_inputs(pts: dict, tables) -> tuple:
     v["q"] = v.pop("percentile")
     v["kv_bandwidth"] = v["kv_bandwidth"] if "kv_bandwidth" in pts else hw.nic_bandwidth
     v.update(mean_mode=jnp.zeros((n,), dt), fp8=fp8, n_prefill=jnp.zeros((n,), dt), n_decode=jnp.zeros((n,), dt))
+    v["dispatch"] = (pts["dispatch"].astype(dt) - 1.0) if "dispatch" in pts else jnp.full((n,), -1.0, dt)
     point, demand, _ = assemble(hw, md, eff, v)
     return point, demand, hw.price * v["price_scale"]
 

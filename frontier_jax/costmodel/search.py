@@ -18,8 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import operating_point as op
+from . import queueing as qu
 from .arch import chunked, colocated, disaggregated
+from .arch.common import Pool, prefill_nodes as prefill_service
 from .arch.disaggregated import Link
+from .queueing import Dispatch
 from .types import Demand, Infeasible, Latency, Point, SearchSpace
 
 
@@ -27,7 +30,8 @@ class InstanceChoice(NamedTuple):
     """The cheapest configuration of a colocated architecture (one kind of instance)."""
 
     gpus_per_rate: jax.Array   # GPUs per unit request rate (requests/s); NaN where nothing is compliant
-    prefill_share: jax.Array   # fraction of instance time spent on prefill (the cost split)
+    prefill_busy: jax.Array    # fraction of instance time spent on prefill (the cost split)
+    decode_busy: jax.Array     # fraction spent on decode; the rest is idle
     ttft: jax.Array            # s, at the operating point
     tpot: jax.Array            # s, at the operating point
     goodput: jax.Array         # requests/s per GPU at the largest compliant rate
@@ -46,6 +50,7 @@ class DecodePool(NamedTuple):
     instances: jax.Array
     rate: jax.Array            # largest compliant rate per decode instance
     tpot: jax.Array            # s, at the operating point
+    busy: jax.Array            # fraction of decode-instance time spent decoding at the operating point
     reason: jax.Array
 
 
@@ -59,7 +64,15 @@ class PrefillPool(NamedTuple):
     instances: jax.Array
     rate: jax.Array
     ttft: jax.Array                    # s, at the operating point
+    link_utilization: jax.Array        # of each prefill instance's KV link at the operating point
     reason: jax.Array
+
+
+class FreeLinkPrefill(NamedTuple):
+    """The cheapest prefill pool at infinite link bandwidth: the KV tax's reference."""
+
+    gpus_per_rate: jax.Array
+    busy: jax.Array                    # fraction of prefill-instance time spent prefilling at the operating point
 
 
 class LinkBlind(NamedTuple):
@@ -67,7 +80,7 @@ class LinkBlind(NamedTuple):
 
     colocated: InstanceChoice
     chunked: InstanceChoice
-    prefill_free_link: jax.Array   # GPUs per unit rate of the prefill pool at infinite bandwidth
+    prefill_free_link: FreeLinkPrefill
     decode: DecodePool
 
 
@@ -78,32 +91,57 @@ LINK_ONLY_INPUTS = frozenset({"kv_bandwidth", "price_scale"})
 DECODE_ONLY_INPUTS = frozenset({"output_len", "output_cv", "tpot", "price_scale", "total_gpus"})
 
 
+class Sizing(NamedTuple):
+    """What the size of a pool depends on: the total rate (NaN: fluid), a pinned instance count (0: free) and the
+    dispatch policy."""
+
+    rate: jax.Array
+    pin: jax.Array
+    dispatch: jax.Array
+
+
+def _sizing(demand: Demand, pin, default: Dispatch) -> Sizing:
+    return Sizing(demand.rate, pin, jnp.where(demand.dispatch < 0, float(default), demand.dispatch))
+
+
+def pool_at(sizing: Sizing, lam) -> Pool:
+    """The pool an instance fed lam per second belongs to: the pinned count, else rate / lam instances (real, >= 1:
+    what the integral sizing rounds up), or the large-deployment limit (inf) in fluid mode."""
+    fluid = jnp.isnan(sizing.rate)
+    rate = jnp.where(fluid, 1.0, sizing.rate)
+    servers = jnp.where(sizing.pin > 0, sizing.pin, jnp.where(fluid, jnp.inf, jnp.maximum(rate / lam, 1.0)))
+    return Pool(servers, sizing.dispatch)
+
+
 # ---- the per-configuration constraint functions handed to the rate solver (module level: static for jit) ----
 def _coloc_fn(lam, args):
-    p, tp = args
-    return op.violation(colocated.latency(p, tp, lam), p.sc)
+    p, sz, tp = args
+    return op.violation(colocated.latency(p, tp, lam, pool_at(sz, lam)), p.sc)
 
 
 def _coloc_upper(args):
-    return colocated.rate_upper(*args)
+    p, _, tp = args
+    return colocated.rate_upper(p, tp)
 
 
 def _chunk_fn(lam, args):
-    p, tp, ch = args
-    return op.violation(chunked.latency(p, tp, ch, lam), p.sc)
+    p, sz, tp, ch = args
+    return op.violation(chunked.latency(p, tp, ch, lam, pool_at(sz, lam)), p.sc)
 
 
 def _chunk_upper(args):
-    return chunked.rate_upper(*args)
+    p, _, tp, ch = args
+    return chunked.rate_upper(p, tp, ch)
 
 
 def _prefill_violation(link, lam, args):
-    p, tp, ov = args
-    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam), p.sc)
+    p, sz, tp, ov = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam, pool_at(sz, lam)), p.sc)
 
 
 def _prefill_rate_upper(link, args):
-    return disaggregated.prefill_rate_upper(*args, link)
+    p, _, tp, ov = args
+    return disaggregated.prefill_rate_upper(p, tp, ov, link)
 
 
 # The prefill pool's constraint and upper rate with the link mode fixed at trace time (module-level objects: the
@@ -112,12 +150,13 @@ _PREFILL = {link: (partial(_prefill_violation, link), partial(_prefill_rate_uppe
 
 
 def _decode_fn(lam, args):
-    p, tp = args
-    return op.violation(disaggregated.decode_latency(p, tp, lam), p.sc)
+    p, sz, tp = args
+    return op.violation(disaggregated.decode_latency(p, tp, lam, pool_at(sz, lam)), p.sc)
 
 
 def _decode_upper(args):
-    return disaggregated.decode_rate_upper(*args)
+    p, _, tp = args
+    return disaggregated.decode_rate_upper(p, tp)
 
 
 def _reason(lat: Latency, p: Point):
@@ -144,12 +183,12 @@ def _pick(cost, *arrays):
     return i, c[i], tuple(a[i] for a in arrays)
 
 
-def _at_rates(lat_fn, upper, p: Point, cfg_args: tuple, rates):
+def _at_rates(lat_fn, upper, p: Point, sz: Sizing, cfg_args: tuple, rates):
     """Latencies of every configuration at `rates` and near zero load (RANGE x its upper rate, where the reason
     for infeasibility is read), in one vmapped call: the latency model is traced once, not twice."""
-    both = jnp.concatenate([rates, jax.vmap(lambda a: upper((p,) + a))(cfg_args) * op.RANGE])
+    both = jnp.concatenate([rates, jax.vmap(lambda a: upper((p, sz) + a))(cfg_args) * op.RANGE])
     args2 = tuple(jnp.concatenate([a, a]) for a in cfg_args)
-    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r))(args2, both)
+    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r, pool_at(sz, r)))(args2, both)
     n = rates.shape[0]
     return jax.tree.map(lambda x: x[:n], lat), jax.tree.map(lambda x: x[n:], lat)
 
@@ -161,15 +200,17 @@ def _closest_reason(p: Point, lat_zero: Latency):
 
 
 def _instance_search(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps, chunk_of_cfg) -> InstanceChoice:
-    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a))(cfg_args)
+    sz = _sizing(demand, demand.n_prefill * 0.0, Dispatch.JSQ)
+    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a))(cfg_args)
     per_rate, n, lam_op, ok = _size(demand, lam, tps, demand.n_prefill * 0.0)
     cost = jnp.where(ok, per_rate, jnp.nan)
-    lat_op, lat_zero = _at_rates(lat_fn, upper, p, cfg_args, jnp.where(ok, lam_op, lam))
+    lat_op, lat_zero = _at_rates(lat_fn, upper, p, sz, cfg_args, jnp.where(ok, lam_op, lam))
     i, best, (tp, ch, n_i, lam_i) = _pick(cost, tps, chunk_of_cfg, n, lam)
     lat_i = jax.tree.map(lambda x: x[i], lat_op)
     reason = jnp.where(jnp.isfinite(best), Infeasible.FEASIBLE, _closest_reason(p, lat_zero))
-    return InstanceChoice(gpus_per_rate=best, prefill_share=lat_i.prefill_share, ttft=lat_i.ttft, tpot=lat_i.tpot,
-                          goodput=lam_i / tp, tp=tp, chunk=ch, instances=n_i, rate=lam_i, reason=reason)
+    return InstanceChoice(gpus_per_rate=best, prefill_busy=lat_i.prefill_busy, decode_busy=lat_i.decode_busy,
+                          ttft=lat_i.ttft, tpot=lat_i.tpot, goodput=lam_i / tp, tp=tp, chunk=ch, instances=n_i,
+                          rate=lam_i, reason=reason)
 
 
 def search_colocated(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
@@ -185,8 +226,8 @@ def search_chunked(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoi
     return _instance_search(p, demand, chunked.latency, _chunk_fn, _chunk_upper, (tp, ch), tp, ch)
 
 
-def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
-    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p,) + a, continuous))(cfg_args)
+def _pool(p, demand, sz, fn, upper, cfg_args, gpus, pin, continuous=False):
+    lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a, continuous))(cfg_args)
     per_rate, n, lam_op, ok = _size(demand, lam, gpus, pin)
     return jnp.where(ok, per_rate, jnp.nan), n, lam_op, lam
 
@@ -194,21 +235,25 @@ def _pool(p, demand, fn, upper, cfg_args, gpus, pin, continuous=False):
 def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePool:
     """The disaggregated decode pool over its TP degrees, on the decode side's GPU."""
     p = p.decode_side()
+    sz = _sizing(demand, demand.n_decode, Dispatch.JSQ)
     tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
-    c_d, n_d, lamop_d, lam_d = _pool(p, demand, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
+    c_d, n_d, lamop_d, lam_d = _pool(p, demand, sz, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
     i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)
-    lat_d, lat0_d = _at_rates(disaggregated.decode_latency, _decode_upper, p, (tpd,), lamop_d)
+    lat_d, lat0_d = _at_rates(disaggregated.decode_latency, _decode_upper, p, sz, (tpd,), lamop_d)
     return DecodePool(gpus_per_rate=best_d, tp=g_d, instances=nd_i, rate=lam_di, tpot=lat_d.tpot[i_d],
-                      reason=_closest_reason(p, lat0_d))
+                      busy=lat_d.decode_busy[i_d], reason=_closest_reason(p, lat0_d))
 
 
-def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace):
-    """GPUs per unit rate of the cheapest prefill pool at infinite link bandwidth (the KV tax's reference)."""
+def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace) -> FreeLinkPrefill:
+    """The cheapest prefill pool at infinite link bandwidth (the KV tax's reference) and how busy it is."""
     tpp_inf = jnp.asarray(space.tp_prefill, p.sc.q.dtype)
     zero = jnp.zeros_like(tpp_inf)
+    sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FREE]
-    c_inf, _, _, _ = _pool(p, demand, fn, upper, (tpp_inf, zero), tpp_inf, demand.n_prefill, continuous=True)
-    return _pick(c_inf)[1]
+    c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero), tpp_inf, demand.n_prefill, continuous=True)
+    i, best, (g, lam) = _pick(c_inf, tpp_inf, lamop)
+    s, w, _ = prefill_service(p, g)
+    return FreeLinkPrefill(gpus_per_rate=best, busy=jnp.minimum(lam * qu.expect(s, w), 1.0))
 
 
 def searched_overlaps(space) -> tuple:
@@ -226,17 +271,19 @@ def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpa
     tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
                            indexing="ij")
     tpp, ov = tpp.ravel(), ov.ravel()
+    sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FULL]
-    c_p, n_p, lamop_p, lam_p = _pool(p, demand, fn, upper, (tpp, ov), tpp, demand.n_prefill, continuous=True)
-    i_p, best_p, (g_p, o_p, np_i, lam_pi) = _pick(c_p, tpp, ov, n_p, lam_p)
+    c_p, n_p, lamop_p, lam_p = _pool(p, demand, sz, fn, upper, (tpp, ov), tpp, demand.n_prefill, continuous=True)
+    i_p, best_p, (g_p, o_p, np_i, lam_pi, lamop_pi) = _pick(c_p, tpp, ov, n_p, lam_p, lamop_p)
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     fn_x, upper_x = _PREFILL[Link.EXPOSED]
-    c_nl, _, _, _ = _pool(p, demand, fn_x, upper_x, (g_p[None], o_p[None]), g_p[None], demand.n_prefill,
+    c_nl, _, _, _ = _pool(p, demand, sz, fn_x, upper_x, (g_p[None], o_p[None]), g_p[None], demand.n_prefill,
                           continuous=True)
-    lat_p, lat0_p = _at_rates(lambda p, a, b, r: disaggregated.prefill_latency(p, a, b, Link.FULL, r), upper, p,
-                              (tpp, ov), lamop_p)
+    lat_p, lat0_p = _at_rates(lambda p, a, b, r, pool: disaggregated.prefill_latency(p, a, b, Link.FULL, r, pool),
+                              upper, p, sz, (tpp, ov), lamop_p)
     return PrefillPool(gpus_per_rate=best_p, gpus_per_rate_exposed=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
                        tp=g_p, overlap=o_p, instances=np_i, rate=lam_pi, ttft=lat_p.ttft[i_p],
+                       link_utilization=lamop_pi * disaggregated.mean_transfer(p, g_p),
                        reason=_closest_reason(p, lat0_p))
 
 

@@ -138,12 +138,17 @@ class Point(NamedTuple):
 
 
 class Demand(NamedTuple):
-    """Sizing inputs of one point: rate NaN = fluid (per-GPU goodput); pins 0 = free; total_gpus inf = no cap."""
+    """Sizing inputs of one point: rate NaN = fluid (the large-deployment limit); pins 0 = free; total_gpus inf = no
+    cap; dispatch AUTO = each pool's default (a central queue for the prefill pool, JSQ elsewhere)."""
 
     rate: jax.Array        # requests/s
     total_gpus: jax.Array
     n_prefill: jax.Array   # pinned prefill (or colocated) instances, 0 = free
     n_decode: jax.Array    # pinned decode instances, 0 = free
+    dispatch: jax.Array | float = -1.0  # queueing.Dispatch code, or AUTO (-1)
+
+
+AUTO_DISPATCH = -1.0
 
 
 class Latency(NamedTuple):
@@ -154,7 +159,8 @@ class Latency(NamedTuple):
     batch: jax.Array          # mean decode batch
     batch_q: jax.Array        # q-quantile of the decode batch (memory check)
     batch_max: jax.Array      # KV-cache limit on the batch
-    prefill_share: jax.Array  # fraction of instance time attributable to prefill
+    prefill_busy: jax.Array   # fraction of instance time spent on prefill
+    decode_busy: jax.Array    # fraction of instance time spent on decode (the rest is idle)
 
 
 @dataclass(frozen=True)

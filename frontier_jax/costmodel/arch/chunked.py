@@ -26,7 +26,17 @@ def _mixed_step(p: c.Point, tp, chunk, b, ctx):
     return k_eff, t_mix, t_plain
 
 
-def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
+def _last_chunk(p: c.Point, tp, k, b, ctx, tokens):
+    """Seconds of the mixed iteration that carries the last chunk of a prompt of `tokens` new tokens (k per chunk):
+    (ceil(tokens / k) - 1) full chunks come first; the last has the rest and re-reads the KV of all before it."""
+    sc = p.sc
+    full = jnp.maximum(jnp.ceil(tokens / k) - 1.0, 0.0)
+    rest = tokens - full * k
+    prefix = sc.cache_hit * sc.input_len + full * k
+    return full, lat.mixed_seconds(p.hw, p.model, p.eff, b, ctx, rest, prefix, tp, sc.fp8), rest
+
+
+def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     """TPOT: a decode advances one token per iteration; an iteration is mixed (t_mix) while prompt work is queued,
     plain (t_plain) otherwise. The mixed iterations in a request's life are those of the prompts queued behind it
     at its first token and of those arriving during its life: M = sum of I_j / k, a compound Poisson count with
@@ -42,8 +52,8 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
         k, t_mix, t_plain = _mixed_step(p, tp, chunk, 1.0 + b, ctx)
         es, es2 = new / k * t_mix, new2 / k**2 * t_mix**2
         rho = lam * es
-        g = jnp.where(rho < 1.0, 1.0 - rho, 1.0)
-        sojourn_mean = lam * es2 / (2.0 * g) + es + 0.5 * t_mix
+        wait = qu.pool_wait_mean(lam, es, es2, pool.servers, pool.dispatch, sc.arrival_ca2)
+        sojourn_mean = jnp.where(rho < 1.0, wait, 0.0) + es + 0.5 * t_mix
         a = lam * new / k  # mixed iterations per second of prompt work
         delta = t_mix - t_plain
         tpot = jnp.minimum((t_plain + delta * a * sojourn_mean / n) / jnp.maximum(1.0 - delta * a, 1e-12), t_mix)
@@ -67,26 +77,35 @@ def latency(p: c.Point, tp, chunk, lam) -> c.Latency:
     life = n * mean
     window = lam * (sojourn_mean + life)
     delta = t_mix - t_plain
+    share = c.spread(pool)
     slope = lat.decode_seconds(p.hw, p.model, p.eff, 2.0 + b, ctx, tp, sc.fp8) - t_plain
-    batch_var = slope**2 * c.batch_variance_over_lifetime(b)
+    batch_var = slope**2 * c.batch_variance_over_lifetime(b) * share
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
     skew = (delta / (n * k)) ** 3 * window * new3 / jnp.maximum(var, 1e-300) ** 1.5
-    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * jnp.sqrt(2.0 / 3.0 * b))
+    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * jnp.sqrt(2.0 / 3.0 * b * share))
     floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
     tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
 
-    # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations; its own prompt takes ceil(I/k).
+    # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations of work; its own prompt is done when
+    # its last chunk is, which rides in an iteration of its own size (the rest of the budget carries the next prompt).
     nodes, w = qu.length_nodes(new, sc.input_cv)
     service = nodes / k * t_mix
-    own_q = jnp.ceil(qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc)) / k) * t_mix
+    i_q = qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc))
+    full_q, last_q, _ = _last_chunk(p, tp, k, 1.0 + b, ctx, i_q)
+    own_q = full_q * t_mix + last_q
+    full_n, last_n, rest_n = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], nodes)
+    remainder = jnp.maximum(last_n - rest_n / k[..., None] * t_mix[..., None], 0.0)  # beyond the fluid work
     busy = 1.0 - jnp.exp(-b)
-    roundup = (jnp.ceil(nodes / k) - nodes / k) * t_mix
     ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
-                      extra_mean=0.5 * busy * t_plain + qu.expect(roundup, w),
-                      extra_mgf=lambda th: (busy * qu.uniform_mgf(th, t_plain) + 1.0 - busy) * qu.mgf(th, roundup, w),
-                      extra_quantile=busy * sc.q * t_plain, arrival_ca2=sc.arrival_ca2)
-    extra = lam * (new / k) * delta
-    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), extra)
+                      extra_mean=0.5 * busy * t_plain + qu.expect(remainder, w),
+                      extra_log_mgf=lambda th: (qu.log_mixture_mgf(busy, qu.log_uniform_mgf(th, t_plain))
+                                                + qu.log_mgf(th, remainder, w)),
+                      extra_quantile=busy * sc.q * t_plain, arrival_ca2=sc.arrival_ca2, servers=pool.servers,
+                      dispatch=pool.dispatch)
+    prefill_busy = lam * (new / k) * delta
+    running = 1.0 - jnp.exp(-b) * (1.0 - jnp.minimum(rho, 1.0))  # iterations run while decodes or prompts wait
+    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode, share),
+                     c.kv_batch_limit(p, tp, ctx), prefill_busy, jnp.maximum(running - prefill_busy, 0.0))
 
 
 def rate_upper(p: c.Point, tp, chunk):

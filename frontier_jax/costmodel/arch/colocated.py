@@ -14,8 +14,8 @@ from .. import queueing as qu
 from . import common as c
 
 
-def latency(p: c.Point, tp, lam) -> c.Latency:
-    """TTFT and TPOT of one colocated instance (TP tp) at Poisson rate lam requests/s."""
+def latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
+    """TTFT and TPOT of one colocated instance (TP tp) at Poisson rate lam requests/s, in `pool`."""
     sc = p.sc
     s, w, s_q = c.prefill_nodes(p, tp)
     es, es2, es3 = qu.expect(s, w), qu.expect(s**2, w), qu.expect(s**3, w)
@@ -25,25 +25,28 @@ def latency(p: c.Point, tp, lam) -> c.Latency:
     n = c.decode_steps(sc)
     ctx = c.mean_context(sc)
     br = c.decode_affine(p, tp, ctx)
-    wait = lam * es2 / (2.0 * g)  # Pollaczek-Khinchine (Poisson arrivals)
-    sojourn_mean = wait + es
+    tail = qu.pool_tail(lam, s, w, pool.servers, pool.dispatch, sc.arrival_ca2, sc.q)
+    sojourn_mean = tail.wait_mean + es
     backlog = rho * sojourn_mean  # prefill work queued behind the request when its first token comes out
     b = jnp.where(stable, c.batch_fixed_point(br, lam * n / g, lam * backlog / g), jnp.inf)
     step = c.affine_time(br, 1.0 + b)
     x0 = n * step + backlog
     life = x0 / g
+    share = c.spread(pool)
     var = (x0 * lam * es2 / g**3 + lam * es2 * sojourn_mean / g**2
-           + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b))
+           + (n * c.affine_slope(br, 1.0 + b)) ** 2 * c.batch_variance_over_lifetime(b) * share)
     mu3 = x0 * (lam * es3 / g**4 + 3.0 * (lam * es2) ** 2 / g**5) + lam * es3 * sojourn_mean / g**3
     skew = mu3 / jnp.maximum(var, 1e-300) ** 1.5
     tpot = jnp.where(stable, qu.cornish_fisher(life / n, var / n**2, skew, c.normal_z(sc), sc.mean_mode,
                                                        c.affine_time(br, 1.0)), jnp.inf)
-    # TTFT: M/G/1 prefill queue with decode iterations as vacations (residual uniform on [0, step]).
+    # TTFT: the pool's prefill queue with decode iterations as vacations (residual uniform on [0, step]).
     busy = 1.0 - jnp.exp(-b)
     ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=0.5 * busy * step,
-                      extra_mgf=lambda th: busy * qu.uniform_mgf(th, step) + 1.0 - busy,
-                      extra_quantile=busy * sc.q * step, arrival_ca2=sc.arrival_ca2)
-    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), rho)
+                      extra_log_mgf=lambda th: qu.log_mixture_mgf(busy, qu.log_uniform_mgf(th, step)),
+                      extra_quantile=busy * sc.q * step, arrival_ca2=sc.arrival_ca2, servers=pool.servers,
+                      dispatch=pool.dispatch)
+    return c.Latency(ttft, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode, share),
+                     c.kv_batch_limit(p, tp, ctx), rho, (1.0 - rho) * busy)
 
 
 def rate_upper(p: c.Point, tp):

@@ -1,15 +1,38 @@
-"""What every architecture needs: the per-point inputs, the decode-batch fixed point and the TPOT tail."""
+"""What every architecture needs: the per-point inputs, the pool an instance belongs to, the decode-batch fixed
+point and the TPOT tail."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 
 from .. import latency as lat
 from .. import queueing as qu
 from ..types import Latency, Point, Scenario
 
-__all__ = ["Latency", "Point", "Scenario", "decode_steps", "mean_context", "decode_affine", "affine_time",
+__all__ = ["Latency", "Point", "Scenario", "Pool", "LONE", "spread", "decode_steps", "mean_context", "decode_affine", "affine_time",
            "affine_slope", "batch_fixed_point", "normal_z", "batch_quantile", "batch_variance_over_lifetime",
            "kv_batch_limit", "prefill_nodes"]
+
+
+class Pool(NamedTuple):
+    """The pool an instance serves in: how many instances share its arrivals and how they are dispatched."""
+
+    servers: jax.Array    # instances (real >= 1 while sizing; inf: the large-deployment limit)
+    dispatch: jax.Array   # queueing.Dispatch
+
+
+LONE = Pool(1.0, qu.Dispatch.RANDOM)  # one instance with its own queue (or random dispatch: the same)
+
+
+def spread(pool: Pool):
+    """How much of a lone instance's occupancy fluctuation remains in a pool: 1 with random dispatch (each
+    instance's batch is its own Poisson occupancy), 1/c when a router balances c instances (JSQ or a central
+    queue: the pool's M/G/inf occupancy shared evenly), 0 in the large-deployment limit."""
+    pooled = pool.dispatch != qu.Dispatch.RANDOM
+    c = jnp.maximum(jnp.asarray(pool.servers, float), 1.0)
+    return jnp.where(pooled, 1.0 / c, 1.0)
 
 
 def decode_steps(sc: Scenario):
@@ -71,10 +94,10 @@ def normal_z(sc: Scenario):
     return sc.z
 
 
-def batch_quantile(b, z, mean_mode):
+def batch_quantile(b, z, mean_mode, share=1.0):
     """Instantaneous quantile of the batch (Poisson occupancy, normal approximation, z = ndtri(q)) plus the tagged
-    request."""
-    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b))
+    request; `share` (spread(pool)) scales the occupancy's variance."""
+    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b * share))
 
 
 def batch_variance_over_lifetime(b):

@@ -48,33 +48,41 @@ def _link_at_least(link, level):
     return jnp.where(link > level - 0.5, 1.0, 0.0)
 
 
-def prefill_latency(p: c.Point, tp, overlap, link, lam) -> c.Latency:
-    """TTFT of a prefill instance (TP tp, overlap 0/1) at Poisson rate lam with the KV link priced as `link`."""
+def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -> c.Latency:
+    """TTFT of a prefill instance (TP tp, overlap 0/1) at Poisson rate lam in `pool`, with the KV link priced as
+    `link`."""
     sc = p.sc
     s, w, s_q = c.prefill_nodes(p, tp)
     nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
     on, queue = _link_at_least(link, 1), _link_at_least(link, 2)
     if on is False:
-        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, arrival_ca2=sc.arrival_ca2)
+        ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, arrival_ca2=sc.arrival_ca2, servers=pool.servers,
+                          dispatch=pool.dispatch)
     else:
         iq = qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
         x = on * exposed_transfer(transfer_nodes(p, tp, nodes), s, p.model.layers, overlap)
         x_q = on * exposed_transfer(transfer_nodes(p, tp, iq), s_q, p.model.layers, overlap)
         ttft = qu.sojourn(lam, s, w, sc.q, sc.mean_mode, s_q, extra_mean=qu.expect(x, w),
-                          extra_mgf=lambda th: qu.mgf(th, x - s * 0.0, w), extra_quantile=x_q,
-                          arrival_ca2=sc.arrival_ca2)
+                          extra_log_mgf=lambda th: qu.log_mgf(th, x, w), extra_quantile=x_q,
+                          arrival_ca2=sc.arrival_ca2, servers=pool.servers, dispatch=pool.dispatch)
     if queue is not False:
-        # The link: an FCFS queue fed by prefill completions; its wait adds to TTFT (conservative sum of quantiles).
+        # The instance's link: an FCFS queue fed by its prefill completions; the wait before a transfer starts adds
+        # to TTFT (a conservative sum of quantiles); the transfer itself is already in it (exposed part).
         full = transfer_nodes(p, tp, nodes)
-        link_wait = qu.sojourn(lam, full, w, sc.q, sc.mean_mode, 0.0, arrival_ca2=sc.arrival_ca2) - jnp.where(
-            sc.mean_mode, qu.expect(full, w), 0.0)
-        ttft = ttft + jnp.where(queue, jnp.maximum(link_wait, 0.0), 0.0)
+        link_wait = qu.wait_quantile(lam, full, w, sc.q, sc.mean_mode, arrival_ca2=sc.arrival_ca2)
+        ttft = ttft + jnp.where(queue, link_wait, 0.0)
     ttft = ttft + cache_load_time(p, tp)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
     # The instance must hold its weights and at least one prompt's KV.
     room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
-    return c.Latency(ttft, zero, zero, zero + 1.0, room, rho)
+    return c.Latency(ttft, zero, zero, zero + 1.0, room, rho, zero)
+
+
+def mean_transfer(p: c.Point, tp):
+    """Mean seconds a prompt's KV occupies the instance's tp links (the whole transfer, at the sender's bandwidth)."""
+    nodes, w = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    return qu.expect(transfer_nodes(p, tp, nodes), w)
 
 
 def cache_load_time(p: c.Point, tp):
@@ -100,18 +108,20 @@ def prefill_rate_upper(p: c.Point, tp, overlap, link):
     return jnp.minimum(service_limit, link_limit)
 
 
-def decode_latency(p: c.Point, tp, lam) -> c.Latency:
-    """TPOT of a decode instance (TP tp) fed at lam requests/s, free of prefill interference."""
+def decode_latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
+    """TPOT of a decode instance (TP tp) fed at lam requests/s in `pool`, free of prefill interference."""
     sc = p.sc
     n = c.decode_steps(sc)
     ctx = c.mean_context(sc)
     br = c.decode_affine(p, tp, ctx)
     b = c.batch_fixed_point(br, lam * n)
     mean = c.affine_time(br, 1.0 + b)
-    var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b)
+    share = c.spread(pool)
+    var = c.affine_slope(br, 1.0 + b) ** 2 * c.batch_variance_over_lifetime(b) * share
     tpot = qu.cornish_fisher(mean, var, jnp.zeros_like(mean), c.normal_z(sc), sc.mean_mode, c.affine_time(br, 1.0))
     zero = jnp.zeros_like(b)
-    return c.Latency(zero, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode), c.kv_batch_limit(p, tp, ctx), zero)
+    return c.Latency(zero, tpot, b, c.batch_quantile(b, c.normal_z(sc), sc.mean_mode, share),
+                     c.kv_batch_limit(p, tp, ctx), zero, 1.0 - jnp.exp(-b))
 
 
 def decode_rate_upper(p: c.Point, tp):
