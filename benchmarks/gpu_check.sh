@@ -105,22 +105,39 @@ for name, dev in (("gpu", gpu), ("cpu", jax.devices("cpu")[0])):
         outs[name] = {k: np.asarray(v) for k, v in o.items()}
     print(f"[2] {name}: 2048 random points, compile + run {time.perf_counter() - t:.1f} s")
 g, c = outs["gpu"], outs["cpu"]
+# Configuration choices may flip at a tie (two configurations of equal cost: the last bit decides the argmin; the
+# same happens between 1- and 2-device CPU runs, tests/test_determinism.py). A flip counts as a tie only where the
+# cost and the goodput agree to 1e-9; the other per-architecture values of tied pairs come from different
+# configurations and are not compared. Anything else must agree to 1e-6, flags and NaN patterns exactly.
+CHOICES, FLAGS = ("tp_prefill", "tp_decode", "chunk", "overlap"), ("feasible", "reason", "best_arch")
+
+
+def close(k, rtol):
+    a, b = g[k].astype(float), c[k].astype(float)
+    return np.isclose(a, b, rtol=rtol, atol=0.0) | (np.isnan(a) & np.isnan(b))
+
+
+flip = ~np.all([close(k, 0.0) for k in CHOICES], axis=0)
+tie = flip & close("cost_per_mtok", 1e-9) & close("goodput", 1e-9)
+untied = int((flip & ~tie).sum())
 cmp = {}
 for k in g:
     a, b = g[k].astype(float), c[k].astype(float)
     nan_same = bool(np.array_equal(np.isnan(a), np.isnan(b)))
-    ok = np.isfinite(a) & np.isfinite(b)
+    ok = np.isfinite(a) & np.isfinite(b) & (~tie if a.shape == tie.shape else True)
     rel = float((np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-300)).max()) if ok.any() else 0.0
     cmp[k] = dict(max_rel=rel, nan_pattern_equal=nan_same)
-worst = max((v["max_rel"] for k, v in cmp.items() if k not in ("feasible", "reason", "best_arch")), default=0.0)
-flags_equal = all(np.array_equal(g[k], c[k]) for k in ("feasible", "reason", "best_arch"))
+worst = max((v["max_rel"] for k, v in cmp.items() if k not in FLAGS), default=0.0)
+flags_equal = all(np.array_equal(g[k], c[k]) for k in FLAGS)
 nan_equal = all(v["nan_pattern_equal"] for v in cmp.values())
 res["gpu_vs_cpu"] = dict(points=len(idx), worst_rel=worst, flags_equal=flags_equal, nan_patterns_equal=nan_equal,
-                         per_variable=cmp)
+                         tied_choices=int(tie.sum()), untied_choice_flips=untied, per_variable=cmp)
 print(f"[2] GPU vs CPU (float64): worst relative difference {worst:.2e}; flags equal {flags_equal}; "
-      f"NaN patterns equal {nan_equal}")
-rows.append(("GPU vs CPU, 2048 random points", f"max rel diff {worst:.1e}", "OK" if worst < 1e-6 and flags_equal
-             and nan_equal else "CHECK"))
+      f"NaN patterns equal {nan_equal}; configuration choices differ at {int(tie.sum())} ties (equal cost) and "
+      f"{untied} other (point, architecture) pairs")
+good = worst < 1e-6 and flags_equal and nan_equal and untied == 0 and tie.mean() <= 0.02
+rows.append(("GPU vs CPU, 2048 random points", f"max rel diff {worst:.1e}, {int(tie.sum())} ties",
+             "OK" if good else "CHECK"))
 save()
 
 

@@ -35,11 +35,13 @@ def _rows(name):
 
 
 def to_params(u) -> Efficiency:
+    """Efficiency from unconstrained parameters (sigmoid fractions, exponential overheads)."""
     s = jax.nn.sigmoid
     return Efficiency(s(u[0]), 0.5 * s(u[1]), s(u[2]), 0.5 * s(u[3]), jnp.exp(u[4]), jnp.exp(u[5]), jnp.exp(u[6]))
 
 
 def from_params(e: Efficiency):
+    """The unconstrained parameters of an Efficiency (the inverse of to_params)."""
     logit = lambda x: np.log(x / (1 - x))  # noqa: E731
     return jnp.asarray([logit(e.eta_flops), logit(2 * e.eta_flops_decay), logit(e.eta_hbm),
                         logit(2 * e.eta_hbm_decay), np.log(e.overhead), np.log(e.overhead_tp),
@@ -47,6 +49,7 @@ def from_params(e: Efficiency):
 
 
 def iteration_data():
+    """The per-iteration measurements (measured_latency.csv) as stacked arrays."""
     rows = _rows("measured_latency.csv")
     f = lambda k: jnp.asarray([float(r[k]) for r in rows])  # noqa: E731
     return dict(hw=stacked_hardware([r["hardware"] for r in rows]), md=stacked_models([r["model"] for r in rows]),
@@ -56,6 +59,7 @@ def iteration_data():
 
 
 def predict_iterations(eff: Efficiency, d):
+    """Predicted seconds of each measured iteration under `eff`."""
     def one(hw, md, tp, batch, prompt, context, is_prefill):
         pre = lat.prefill_seconds(hw, md, eff, prompt, tp, batch)
         dec = lat.decode_seconds(hw, md, eff, batch, context, tp)
@@ -64,6 +68,7 @@ def predict_iterations(eff: Efficiency, d):
 
 
 def serving_data():
+    """The closed-loop serving measurements (measured_serving_current.csv) as stacked arrays."""
     rows = _rows("measured_serving_current.csv")
     f = lambda k: jnp.asarray([float(r[k]) for r in rows])  # noqa: E731
     return dict(hw=stacked_hardware([r["hardware"] for r in rows]), md=stacked_models([r["model"] for r in rows]),
@@ -74,6 +79,7 @@ def serving_data():
 
 
 def predict_serving(eff: Efficiency, d):
+    """Predicted mean TTFT and TPOT (s) of each measured serving run under `eff`."""
     def one(hw, md, tp, isl, osl, conc, fp8):
         sc = Scenario.build(input_len=isl, output_len=osl, ttft=1.0, tpot=1.0, q=0.5, mean_mode=1.0, fp8=fp8)
         ttft, tpot, _ = closed_loop(Point(hw, md, eff, sc), tp, jnp.zeros_like(isl) + CURRENT_CHUNK, conc)
@@ -101,6 +107,7 @@ def _arrays(d):
 
 
 def fit(engine: str, mask=None, steps=600, lr=0.05):
+    """Fit one engine's efficiency with Adam on the mean squared log error; (Efficiency, loss). `mask` selects rows."""
     d = iteration_data() if engine == "vllm-2023" else serving_data()
     mask = jnp.ones(len(d["group"]), bool) if mask is None else mask
     loss = jax.jit(_loss_fn(engine))
@@ -129,6 +136,7 @@ def _errors(engine, eff, d):
 
 
 def report(engine, eff, logo_steps=300):
+    """Fit errors per row group and leave-one-group-out errors of an engine's fit."""
     d = iteration_data() if engine == "vllm-2023" else serving_data()
     groups = sorted(set(d["group"]))
     rel = _errors(engine, eff, d)
@@ -147,6 +155,7 @@ def report(engine, eff, logo_steps=300):
 
 
 def main(argv=None):
+    """Refit every engine and rewrite frontier_jax/data/calibration.json (`frontier calibrate`)."""
     result = {}
     for engine in ("vllm-2023", "current"):
         eff, loss = fit(engine)
