@@ -346,6 +346,27 @@ def _print_summary(summary, markdown, label):
         print(f"{k:28s} n={v['n']:3d} median |err| {v['median']:.3f}  p90 {v['p90']:.3f}  max {v['max']:.3f}")
 
 
+def _print_pools_table(summary, markdown):
+    """One row per dispatch policy x architecture (and the totals): p99 TTFT and TPOT |error| median and p90."""
+    head = ("dispatch", "architecture", "cases", "TTFT median", "TTFT p90", "TPOT median", "TPOT p90")
+    rows = []
+    for key in summary:
+        d, arch, m = key.split("/")
+        if m == "ttft":
+            t, o = summary[key], summary[f"{d}/{arch}/tpot"]
+            rows.append((d, arch, str(t["n"]), f"{t['median']:.1%}", f"{t['p90']:.1%}", f"{o['median']:.1%}",
+                         f"{o['p90']:.1%}"))
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    print(" ".join(f"{h:>13s}" for h in head))
+    for r in rows:
+        print(" ".join(f"{x:>13s}" for x in r))
+
+
 def _line(r):
     c = r["case"]
     pool = f"c={r['servers']:2d} {r['dispatch']:7s} " if "servers" in r else ""
@@ -369,14 +390,17 @@ def main(argv=None):
     if a.pools:
         sizes = tuple(int(x) for x in a.sizes.split(","))
         results = run_pools(a.per_size, a.seed, a.requests, sizes)
-        summary, label = summarise_pools(results), "dispatch / architecture"
+        summary, label = summarise_pools(results), None
     else:
         results = run(a.scenarios, a.seed, a.requests)
         summary, label = summarise(results), "architecture"
     if not a.markdown:
         for r in results:
             print(_line(r))
-    _print_summary(summary, a.markdown, label)
+    if a.pools:
+        _print_pools_table(summary, a.markdown)
+    else:
+        _print_summary(summary, a.markdown, label)
 
 
 if __name__ == "__main__":
