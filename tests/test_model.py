@@ -45,7 +45,7 @@ def test_dataset_contract(spread):
 
 
 def test_decomposition_sums_and_tax_zero_when_colocated(spread):
-    total = spread["prefill_cost"] + spread["decode_cost"] + spread["kv_tax"]
+    total = spread["prefill_cost"] + spread["decode_cost"] + spread["kv_tax"] + spread["idle_cost"]
     np.testing.assert_allclose(total.values, spread["cost_per_mtok"].values, rtol=1e-12)
     assert (spread["kv_tax"].sel(arch=["colocated", "chunked"]) == 0).all()
     assert (spread["kv_tax"].sel(arch="disaggregated") >= 0).all()

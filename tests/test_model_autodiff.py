@@ -23,7 +23,7 @@ def _point(**kw):
                                                                     tpot=0.05), **kw})
 
 
-BASE = _point()
+BASE = _point(dispatch="random")  # one queue per instance: the TTFT bound binds, so the link's price is felt
 
 
 def _fluid_costs(x):

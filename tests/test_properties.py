@@ -178,9 +178,11 @@ def test_goodput_never_rises_with_longer_requests(kw, ki, ko, which):
 def test_decomposition_sums_and_colocated_has_no_kv_tax(kw):
     ds = evaluate(**kw)
     feas = _g(ds, "feasible").astype(bool)
-    cost, pre, dec, tax = (_g(ds, k) for k in ("cost_per_mtok", "prefill_cost", "decode_cost", "kv_tax"))
-    np.testing.assert_allclose((pre + dec + tax)[feas], cost[feas], rtol=SUM_RTOL, atol=0,
-                               err_msg="prefill_cost + decode_cost + kv_tax != cost_per_mtok")
+    cost, pre, dec, tax, idle = (_g(ds, k) for k in ("cost_per_mtok", "prefill_cost", "decode_cost", "kv_tax",
+                                                     "idle_cost"))
+    np.testing.assert_allclose((pre + dec + tax + idle)[feas], cost[feas], rtol=SUM_RTOL, atol=0,
+                               err_msg="prefill_cost + decode_cost + kv_tax + idle_cost != cost_per_mtok")
+    assert (idle[feas] >= -SUM_RTOL * cost[feas]).all(), "idle time is never negative"
     assert np.isnan(cost[~feas]).all() and np.isnan(tax[~feas]).all()
     assert (tax[:, :2][feas[:, :2]] == 0.0).all(), "colocated and chunked must have kv_tax == 0 exactly"
     for k in ("kv_tax_direct", "kv_tax_indirect"):

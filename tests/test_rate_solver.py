@@ -86,15 +86,20 @@ def _prefill_points(n):
     return p, tp, overlap, link
 
 
+def _lone(tp):
+    """One instance with its own queue (a pool of one pinned instance)."""
+    return search.Sizing(jnp.ones_like(tp), jnp.ones_like(tp), jnp.zeros_like(tp))
+
+
 def _prefill_link_fn(lam, args):
     """The prefill pool's constraint with the link mode as an array (any mode in one program)."""
     p, tp, overlap, link = args
-    return search._prefill_violation(link, lam, (p, tp, overlap))
+    return search._prefill_violation(link, lam, (p, _lone(tp), tp, overlap))
 
 
 def _prefill_link_upper(args):
     p, tp, overlap, link = args
-    return search._prefill_rate_upper(link, (p, tp, overlap))
+    return search._prefill_rate_upper(link, (p, _lone(tp), tp, overlap))
 
 
 def test_prefill_pools_agree_with_the_illinois_solver():

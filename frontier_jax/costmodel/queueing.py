@@ -173,7 +173,7 @@ def log_mixture_mgf(p, log_m):
                          jnp.log1p(-jnp.where(p < 1.0, p, 0.0)) + jnp.where(p < 1.0, 0.0, -jnp.inf))
 
 
-def _upper_gamma_ratio(s, x):
+def upper_gamma_ratio(s, x):
     """Q(s, x) = Gamma(s, x) / Gamma(s), the regularised upper incomplete gamma function, by Temme's uniform
     asymptotic expansion to two terms (DLMF 8.12.8-8.12.9): Q = erfc(eta sqrt(s/2)) / 2 + R, with lambda = x / s,
     eta = sign(lambda - 1) sqrt(2 (lambda - 1 - log lambda)), R = exp(-s eta^2/2) / sqrt(2 pi s) (c0 + c1 / s).
@@ -198,7 +198,7 @@ def erlang_c(servers, offered):
     B(c, a) = a^c e^-a / Gamma(c + 1, a), then C = c B / (c - a (1 - B)); c = 1 gives a. Smooth in c and a."""
     c = jnp.asarray(servers)
     a = jnp.maximum(jnp.asarray(offered), 1e-300)
-    log_b = c * jnp.log(a) - a - jax.scipy.special.gammaln(c + 1.0) - jnp.log(_upper_gamma_ratio(c + 1.0, a))
+    log_b = c * jnp.log(a) - a - jax.scipy.special.gammaln(c + 1.0) - jnp.log(upper_gamma_ratio(c + 1.0, a))
     b = jnp.minimum(jnp.exp(log_b), 1.0)
     return jnp.clip(c * b / (c - a * (1.0 - b)), 0.0, 1.0)
 

@@ -54,7 +54,9 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
         rho = lam * es
         wait = qu.pool_wait_mean(lam, es, es2, pool.servers, pool.dispatch, sc.arrival_ca2)
         sojourn_mean = jnp.where(rho < 1.0, wait, 0.0) + es + 0.5 * t_mix
-        a = lam * new / k  # mixed iterations per second of prompt work
+        # mixed iterations per second of prompt work on this instance while it decodes (in a routed pool only the
+        # prompts that find no idle instance: common.others_busy)
+        a = lam * c.others_busy(b, pool) * new / k
         delta = t_mix - t_plain
         tpot = jnp.minimum((t_plain + delta * a * sojourn_mean / n) / jnp.maximum(1.0 - delta * a, 1e-12), t_mix)
         ok = (rho < 1.0) & (delta * a < 1.0)
@@ -75,13 +77,14 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     mean, sojourn_mean, k, t_mix, t_plain, rho = state(b)
 
     life = n * mean
-    window = lam * (sojourn_mean + life)
+    window = lam * c.others_busy(b, pool) * (sojourn_mean + life)
     delta = t_mix - t_plain
     share = c.spread(pool)
     slope = lat.decode_seconds(p.hw, p.model, p.eff, 2.0 + b, ctx, tp, sc.fp8) - t_plain
     batch_var = slope**2 * c.batch_variance_over_lifetime(b) * share
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
-    skew = (delta / (n * k)) ** 3 * window * new3 / jnp.maximum(var, 1e-300) ** 1.5
+    spread_ok = var > jnp.finfo(var.dtype).tiny
+    skew = jnp.where(spread_ok, (delta / (n * k)) ** 3 * window * new3 / jnp.where(spread_ok, var, 1.0) ** 1.5, 0.0)
     cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * jnp.sqrt(2.0 / 3.0 * b * share))
     floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
     tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
@@ -95,7 +98,7 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     own_q = full_q * t_mix + last_q
     full_n, last_n, rest_n = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], nodes)
     remainder = jnp.maximum(last_n - rest_n / k[..., None] * t_mix[..., None], 0.0)  # beyond the fluid work
-    busy = 1.0 - jnp.exp(-b)
+    busy = c.all_busy(b, pool)
     ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
                       extra_mean=0.5 * busy * t_plain + qu.expect(remainder, w),
                       extra_log_mgf=lambda th: (qu.log_mixture_mgf(busy, qu.log_uniform_mgf(th, t_plain))

@@ -11,7 +11,8 @@ from .. import latency as lat
 from .. import queueing as qu
 from ..types import Latency, Point, Scenario
 
-__all__ = ["Latency", "Point", "Scenario", "Pool", "LONE", "spread", "decode_steps", "mean_context", "decode_affine", "affine_time",
+__all__ = ["Latency", "Point", "Scenario", "Pool", "LONE", "spread", "all_busy", "others_busy", "decode_steps",
+           "mean_context", "decode_affine", "affine_time",
            "affine_slope", "batch_fixed_point", "normal_z", "batch_quantile", "batch_variance_over_lifetime",
            "kv_batch_limit", "prefill_nodes"]
 
@@ -33,6 +34,39 @@ def spread(pool: Pool):
     pooled = pool.dispatch != qu.Dispatch.RANDOM
     c = jnp.maximum(jnp.asarray(pool.servers, float), 1.0)
     return jnp.where(pooled, 1.0 / c, 1.0)
+
+
+POOL_CAP = 1000.0  # pools larger than this behave as this one in all_busy (a smooth, steep step at b = 1)
+
+
+def _occupied(instances, b):
+    """P(N >= m) for N ~ Poisson(m b): m instances sharing an occupancy of b each all hold decodes (m >= 1)."""
+    return jnp.clip(1.0 - qu.upper_gamma_ratio(instances, jnp.maximum(instances * b, 1e-300)), 0.0, 1.0)
+
+
+def _pool_size(pool: Pool):
+    pooled = pool.dispatch != qu.Dispatch.RANDOM
+    return jnp.where(pooled, jnp.clip(jnp.asarray(pool.servers, float), 1.0, POOL_CAP), 1.0)
+
+
+def all_busy(b, pool: Pool):
+    """The probability that a new prompt lands on an instance with running decodes (an arrival's view). Alone (or
+    with random dispatch) that is the instance's own P(batch > 0) = 1 - e^-b. A router (JSQ, a central queue)
+    sends it to an idle instance while there is one, so only when all c instances hold decodes: P(N >= c),
+    N ~ Poisson(c b) the pool's occupancy shared evenly (= 1 - e^-b at c = 1; a step at b = 1 as c grows)."""
+    c = _pool_size(pool)
+    return jnp.where(jnp.isfinite(b), _occupied(c, b), 1.0)
+
+
+def others_busy(b, pool: Pool):
+    """The probability that a prompt arriving while a request decodes lands on that request's instance's side of
+    the router (a present request's view): 1 alone; in a routed pool, only when the other c - 1 instances all hold
+    decodes, P(N' >= c - 1), N' ~ Poisson((c - 1) b). Between one and two instances the two ends are joined
+    linearly (the gamma expansion is used from one instance up)."""
+    c = _pool_size(pool)
+    two = 1.0 - jnp.exp(-b)
+    more = _occupied(jnp.maximum(c - 1.0, 1.0), b)
+    return jnp.where(jnp.isfinite(b), jnp.where(c < 2.0, (2.0 - c) + (c - 1.0) * two, more), 1.0)
 
 
 def decode_steps(sc: Scenario):

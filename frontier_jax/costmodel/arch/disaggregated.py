@@ -68,8 +68,13 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -
     if queue is not False:
         # The instance's link: an FCFS queue fed by its prefill completions; the wait before a transfer starts adds
         # to TTFT (a conservative sum of quantiles); the transfer itself is already in it (exposed part).
+        # Its arrivals are the instance's prefill completions, spaced by prefills: their SCV is Whitt's departure
+        # approximation rho^2 cs^2 + (1 - rho^2) ca^2, near deterministic for a busy instance of fixed prompts.
         full = transfer_nodes(p, tp, nodes)
-        link_wait = qu.wait_quantile(lam, full, w, sc.q, sc.mean_mode, arrival_ca2=sc.arrival_ca2)
+        es, es2 = qu.expect(s, w), qu.expect(s**2, w)
+        rho = jnp.minimum(lam * es, 1.0)
+        departures = rho**2 * (es2 / es**2 - 1.0) + (1.0 - rho**2) * sc.arrival_ca2
+        link_wait = qu.wait_quantile(lam, full, w, sc.q, sc.mean_mode, arrival_ca2=departures)
         ttft = ttft + jnp.where(queue, link_wait, 0.0)
     ttft = ttft + cache_load_time(p, tp)
     rho = lam * qu.expect(s, w)
