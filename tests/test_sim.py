@@ -156,10 +156,13 @@ def ref_disaggregated(a, inp, out, pinst, dinst, xfer, n_prefill, n_decode, laye
 
 
 def ref_pool(a, inp, out, c, mode, kind, chunk=None, max_batch=None, pre=prefill):
-    """c colocated ("colocated") or chunked ("chunked") instances under "central" or "jsq" dispatch, naively: one
-    list per instance of running requests [index, context, tokens emitted], iteration effects applied at their end,
-    events in time order (arrivals before boundaries at the same instant; among instances the lowest index first).
-    A decode pool is "colocated" with pre = 0 (a prompt joins the batch at once). Returns first, finish, gaps, inst."""
+    """c colocated ("colocated") or chunked ("chunked") instances under "central", "jsq" or "lor" dispatch, naively:
+    one list per instance of running requests [index, context, tokens emitted], iteration effects applied at their
+    end, events in time order (arrivals before boundaries at the same instant; among instances the lowest index
+    first). jsq routes an arrival to the instance with the fewest requests assigned to it without a first token,
+    then the fewest with a first token but unfinished (running decodes), then the lowest index; lor to the fewest
+    unfinished requests, then the lowest index. A decode pool is "colocated" under "lor" with pre = 0 (a prompt
+    joins the batch at once). Returns first, finish, gaps, inst."""
     n = len(a)
     maxb = max_batch or n + 1
     first, finish, last, gaps = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n)
@@ -173,6 +176,15 @@ def ref_pool(a, inp, out, c, mode, kind, chunk=None, max_batch=None, pre=prefill
 
     def outstanding(s):
         return sum(1 for r in range(n) if inst[r] == s and np.isnan(finish[r]))
+
+    def prompts(s):
+        return sum(1 for r in range(n) if inst[r] == s and np.isnan(first[r]))
+
+    def route(q):
+        if mode == "lor":
+            return outstanding(q), q
+        p = prompts(q)
+        return p, outstanding(q) - p, q
 
     def start(s, t):
         nonlocal head
@@ -240,8 +252,8 @@ def ref_pool(a, inp, out, c, mode, kind, chunk=None, max_batch=None, pre=prefill
         if nxt < n and a[nxt] <= t_b:
             t = a[nxt]
             while nxt < n and a[nxt] == t:
-                if mode == "jsq":
-                    s = min(range(c), key=lambda q: (outstanding(q), q))
+                if mode in ("jsq", "lor"):
+                    s = min(range(c), key=route)
                     inst[nxt] = s
                     mine[s].append(nxt)
                 nxt += 1
@@ -317,7 +329,9 @@ def test_disaggregated_matches_reference(central, overlap, max_batch):
 
 
 @pytest.mark.parametrize("policy,mode,max_batch", [("colocated", "central", None), ("colocated", "jsq", 5),
-                                                    ("chunked", "central", 6), ("chunked", "jsq", None)])
+                                                    ("colocated", "jsq", None), ("colocated", "lor", 5),
+                                                    ("chunked", "central", 6), ("chunked", "jsq", None),
+                                                    ("chunked", "jsq", 6), ("chunked", "lor", None)])
 def test_pool_matches_reference(policy, mode, max_batch):
     kw = {"chunk": 256} if policy == "chunked" else {}
     res = simulate(policy, COSTS, rate=30.0, input_len=("gamma", 300, 1.0), output_len=("gamma", 40, 1.2),
@@ -346,7 +360,7 @@ def test_disaggregated_jsq_matches_reference(max_batch):
     kv = res.first_token
     dec = np.flatnonzero(res.output_len > 1)
     dec = dec[np.argsort(kv[dec], kind="stable")]
-    _, finish, _, dinst = ref_pool(kv[dec], res.input_len[dec], res.output_len[dec], 3, "jsq", "colocated",
+    _, finish, _, dinst = ref_pool(kv[dec], res.input_len[dec], res.output_len[dec], 3, "lor", "colocated",
                                    max_batch=max_batch, pre=lambda n: 0.0)
     np.testing.assert_array_equal(ex["decode_instance"][dec], dinst)
     np.testing.assert_allclose(res.finish[dec], finish, rtol=1e-12, atol=1e-9)
@@ -356,7 +370,7 @@ def test_disaggregated_jsq_matches_reference(max_batch):
 @pytest.mark.parametrize("policy", ["colocated", "chunked", "decode"])
 @pytest.mark.parametrize("max_batch", [None, 6])
 def test_pool_of_one_is_the_lone_instance(policy, max_batch):
-    """central and jsq over one instance are the lone instance's FCFS loop, bit for bit."""
+    """central, jsq and lor over one instance are the lone instance's FCFS loop, bit for bit."""
     from frontier_jax.sim._chunked import run_chunked
     from frontier_jax.sim._colocated import run_colocated
     from frontier_jax.sim._disaggregated import run_decode
@@ -367,15 +381,15 @@ def test_pool_of_one_is_the_lone_instance(policy, max_batch):
     a = sample_arrivals(9.0, n, 1.0, rng)
     i = sample_lengths(("gamma", 300, 1.0), n, rng, "i")
     o = sample_lengths(("gamma", 40, 1.2), n, rng, "o")
-    for central in (False, True):
+    for mode in ("central", "jsq", "lor"):
         if policy == "colocated":
             f, jn, pb, npf, tr, _ = run_colocated(a, i, o, prefill(i.astype(float)), decode, max_batch, None)
             F, JN, inst, PB, trs, _ = run_colocated_pool(a, i, o, prefill(i.astype(float)), decode, max_batch, None, 1,
-                                                         central)
+                                                         mode)
             np.testing.assert_array_equal(pb, PB[:npf])
         elif policy == "chunked":
             f, jn, tr, _ = run_chunked(a, i, o, mixed, 256, max_batch, None)
-            F, JN, inst, trs, _ = run_chunked_pool(a, i, o, mixed, 256, max_batch, None, 1, central)
+            F, JN, inst, trs, _ = run_chunked_pool(a, i, o, mixed, 256, max_batch, None, 1, mode)
             np.testing.assert_array_equal(tr.ptok, trs[0].ptok)
         else:
             m = o > 1
@@ -556,6 +570,35 @@ def test_pooled_dispatch_orders_the_waits():
     assert w["central"] < w["jsq"] < 0.6 * w["random"]
 
 
+@pytest.mark.parametrize("policy,rate,input_len", [("colocated", 14.0, ("lognormal", 2000, 1.0)),
+                                                    ("chunked", 18.0, LOGN_IN)])
+def test_lor_herds_prompts(policy, rate, input_len):
+    """Least outstanding requests (lor) counts the running decodes: new prompts pile onto the instance whose batch
+    has just drained and queue there behind one another while the other instances decode. At high load its p99 TTFT
+    is far above jsq's (the shortest prompt queue, ties to the fewest decodes) and central's (measured over seeds
+    1-4: colocated 2.0-2.3x jsq, 3.1-3.3x central; chunked 1.7-2.1x jsq, 2.4-3.1x central); the decode batches,
+    hence TPOT, are about the same."""
+    c = 8
+    kw = dict(rate=rate * c, input_len=input_len, output_len=("lognormal", 100, 2.0), n_requests=20000, seed=3,
+              n_instances=c, **KW[policy])
+    res = {d: simulate(policy, COSTS, dispatch=d, **kw) for d in ("central", "jsq", "lor")}
+    assert res["lor"].prefill_busy > 0.65
+    p99 = {d: r.quantile("ttft", 0.99) for d, r in res.items()}
+    assert p99["central"] < p99["jsq"] and 1.5 * p99["jsq"] < p99["lor"] and 2.0 * p99["central"] < p99["lor"], p99
+    assert abs(res["lor"].quantile("tpot", 0.99) / res["jsq"].quantile("tpot", 0.99) - 1) < 0.1
+
+
+def test_lor_is_jsq_for_disaggregated_pools():
+    """A prefill-only instance holds no decodes and the decode pool routes by requests either way: lor is jsq."""
+    kw = dict(rate=60.0, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=3000, seed=11, n_prefill=4,
+              n_decode=3, **KW["disaggregated"])
+    a = simulate("disaggregated", COSTS, dispatch="jsq", **kw)
+    b = simulate("disaggregated", COSTS, dispatch="lor", **kw)
+    np.testing.assert_array_equal(a.extra["prefill_instance"], b.extra["prefill_instance"])
+    np.testing.assert_array_equal(a.extra["decode_instance"], b.extra["decode_instance"])
+    np.testing.assert_array_equal(a.finish, b.finish)
+
+
 @pytest.mark.parametrize("policy", ["chunked", "disaggregated"])
 def test_random_pool_is_independent_instances(policy):
     """Random dispatch over c instances at c times the rate: each instance a lone one at the rate (Poisson
@@ -711,10 +754,10 @@ def test_runtime_budget():
 
 @pytest.mark.parametrize("policy", ["colocated", "chunked", "disaggregated"])
 def test_pooled_runtime_budget(policy):
-    """A 64-instance pool under central or JSQ dispatch (one event loop) with 20k requests: well under 3 s."""
+    """A 64-instance pool under central, JSQ or LOR dispatch (one event loop) with 20k requests: well under 3 s."""
     c = 64
     pool = dict(n_prefill=c, n_decode=c) if policy == "disaggregated" else dict(n_instances=c)
-    for d in ("central", "jsq"):
+    for d in ("central", "jsq", "lor"):
         t0 = time.perf_counter()
         res = simulate(policy, COSTS, rate=10.0 * c, input_len=LOGN_IN, output_len=LOGN_OUT, n_requests=20000,
                        dispatch=d, **pool, **KW[policy])

@@ -1,7 +1,8 @@
 """Seeded discrete-event simulator (numpy) of colocated, chunked-prefill and disaggregated LLM serving.
 
 It is independent of the closed-form model on purpose: the tests check the closed-form p_q TTFT / TPOT against it.
-See ``simulate`` for the policies, the pools' dispatch policies (random, central, jsq) and the conventions.
+See ``simulate`` for the policies, the pools' dispatch policies (random, central, jsq; lor, the simulator's least
+outstanding requests, a finding: it herds) and the conventions.
 """
 
 from ._result import SimResult

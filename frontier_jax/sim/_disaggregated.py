@@ -3,18 +3,19 @@
 Prefill: n_prefill instances, each FCFS with one prompt per iteration. Dispatch (``simulate(dispatch=...)``):
 random, each arrival to a uniformly random instance (each an independent G/G/1 queue); central, one FCFS queue
 feeding the first free instance (G/G/c; ties to the lowest index); jsq, each arrival to the instance with the fewest
-outstanding prompts (queued + in prefill; a prompt leaves its instance's count when its prefill ends, its KV transfer
-is the link's; ties to the lowest index), then that instance's FCFS queue. KV transfer: each prefill instance owns
-one link, an FCFS queue served in prefill-completion order with service transfer_time(I). Without overlap a transfer
-starts when both the prefill has ended and the link is free. With layer-wise overlap (L layers) layer l can be sent
-once the prefill has computed it (start + l P / L) and the link sends the layers in order, each taking T / L, so the
-KV has arrived at
+outstanding prompts (queued + in prefill; a prompt leaves its instance's count when its prefill ends, its KV
+transfer is the link's; ties to the lowest index), then that instance's FCFS queue (lor is the same: a prefill
+instance holds no decodes).
+KV transfer: each prefill instance owns one link, an FCFS queue served in prefill-completion order with service
+transfer_time(I). Without overlap a transfer starts when both the prefill has ended and the link is free. With
+layer-wise overlap (L layers) layer l can be sent once the prefill has computed it (start + l P / L) and the link
+sends the layers in order, each taking T / L, so the KV has arrived at
     max(link_free + T, prefill_start + P/L + T, prefill_end + T/L),
 i.e. max(T/L, T - P (L-1)/L) after the prefill ends when the link is idle; the link is busy for the full T.
 Decode: n_decode instances, continuous batching of decode iterations with no prefill interference; a request joins
 at the first iteration boundary at or after its KV arrives (at once if the instance is idle) while the batch has a
-free slot. Decode dispatch at KV arrival: random, a uniformly random instance; central and jsq, the instance with
-the fewest requests waiting or decoding (the KV lands on one instance: _pool.run_decode_pool).
+free slot. Decode dispatch at KV arrival: random, a uniformly random instance; central, jsq and lor, the instance
+with the fewest requests waiting or decoding (the KV lands on one instance: _pool.run_decode_pool).
 """
 
 from __future__ import annotations
