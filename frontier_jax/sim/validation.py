@@ -8,9 +8,9 @@ and output lengths (with or without a lognormal spread), chunk, KV bandwidth, ov
 90 % of the closed form's stability limit for that configuration. The random-scenario comparison is one instance
 (its own queue); the pools comparison (`run_pools`) puts c in POOL_SIZES instances behind each dispatch policy
 (random, central, jsq; the simulator's semantics are in frontier_jax.sim.simulate; its "lor" has no closed form
-and is not compared) for every architecture: the
-closed form with Pool(c, Dispatch.X) at the per-instance rate, the simulator with the pool at c times that rate
-(disaggregated: c prefill and c decode instances, both pools under the policy).
+and is not compared) for every architecture: the closed form with Pool(c, Dispatch.X) at the per-instance rate,
+the simulator with the pool at c times that rate (disaggregated: c prefill and c decode instances, both pools
+under the policy).
 """
 from __future__ import annotations
 
