@@ -14,6 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..tracing import scan
 from ..variables import POINT_VARIABLES
 from . import latency as lat
 from .search import LinkBlind, PrefillPool, search_link_blind, search_prefill_pool
@@ -71,13 +72,45 @@ def _colocated_cost(r, usd, fluid) -> ArchCost:
                     receive_utilization=zero, reason=r.reason)
 
 
-def receive_seconds(p: Point, link_utilization):
-    """Decode-GPU seconds of KV receiving per request: the prompt's KV over one GPU's link, at a utilisation of at
-    most max(the senders' utilisation, 1 - q). A decode instance's links take every KV its requests bring, so the
-    pool is sized to receive no hotter than the prefill instances send (its wait then no longer than theirs), or
-    cold enough that a p_q request never waits (where a link is busy less than 1 - q of the time)."""
+_RECEIVE_STEPS = 40
+
+
+def receive_wait(p: Point, tp_decode, utilization):
+    """p_q (or mean) wait of a KV transfer at its decode instance's links, an M/G/1 queue fed by many prefill
+    instances (Poisson) at `utilization`, with service T = I x KV bytes / (tp_decode x B_kv): the exponential tail
+    P(W > t) = rho exp(-t / m), m = E[W | W > 0] = E[T^2] / (2 E[T] (1 - rho)) (Pollaczek-Khinchine)."""
     sc = p.sc
-    cap = jnp.maximum(link_utilization, 1.0 - sc.q)
+    t_mean = sc.input_len * lat.kv_bytes_per_token(p.model, sc.fp8) / tp_decode / sc.kv_bandwidth
+    m = t_mean * (1.0 + sc.input_cv**2) / (2.0 * (1.0 - utilization))
+    rho = jnp.maximum(utilization, 1e-300)
+    quant = m * jnp.maximum(jnp.log(rho) - jnp.log1p(-sc.q), 0.0)
+    return jnp.where(sc.mean_mode, rho * m, quant)
+
+
+def receive_utilization_cap(p: Point, tp_decode, pre: PrefillPool):
+    """The busiest the decode instances' links may be, so that a transfer's wait there fits what the TTFT keeps for
+    it: the reserve the prefill pool counted (its own link's wait again) plus the slack it leaves at its operating
+    point (bisection on the utilisation); never below 1 - q, where a p_q request does not wait. With the reserve
+    equal to the sender's wait, the receiving links run about as busy as the sending ones where the TTFT leaves no
+    slack, and busier where it does. The decode pool is sized to the cap: its links take every KV its requests
+    bring."""
+    sc = p.sc
+    budget = jnp.maximum(sc.ttft - pre.ttft, 0.0) + pre.link_wait
+    floor = jnp.where(sc.mean_mode, 1e-12, jnp.clip(1.0 - sc.q, 1e-12, 0.5))
+
+    def step(bracket, _):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        fits = receive_wait(p, tp_decode, mid) <= budget
+        return (jnp.where(fits, mid, lo), jnp.where(fits, hi, mid)), None
+
+    (lo, _), _ = scan(step, (jnp.minimum(floor, 1.0 - 1e-9), jnp.ones_like(floor) - 1e-9), _RECEIVE_STEPS)
+    return lo
+
+
+def receive_seconds(p: Point, cap):
+    """Decode-GPU seconds of KV receiving per request at a link utilisation of `cap`."""
+    sc = p.sc
     return sc.input_len * lat.kv_bytes_per_token(p.model, sc.fp8) / sc.kv_bandwidth / cap
 
 
@@ -87,31 +120,36 @@ def _disaggregated_cost(p: Point, demand: Demand, blind: LinkBlind, pre: Prefill
     price). The decode pool is enlarged where its links could not receive the KV (receive_seconds)."""
     d, free = blind.decode, blind.prefill_free_link
     fluid = jnp.isnan(demand.rate)
-    recv = receive_seconds(p, pre.link_utilization)
+    cap = receive_utilization_cap(p, d.tp, pre)
+    recv = receive_seconds(p, cap)
     rate = jnp.where(fluid, 1.0, demand.rate)
     n_recv = jnp.ceil(rate * recv / d.tp * (1.0 - 1e-12))
     n_d = jnp.where(demand.n_decode > 0, d.instances, jnp.maximum(d.instances, n_recv))
     d_gpr = jnp.where(fluid, jnp.maximum(d.gpus_per_rate, recv), n_d * d.tp / rate)
+    d_gpr = jnp.where(jnp.isfinite(d.gpus_per_rate), d_gpr, jnp.nan)  # no compliant decode pool
     # Fluid: one prefill instance and the matching fractional number of decode instances (the P:D ratio).
     n_dec = jnp.where(fluid, pre.rate * d_gpr / d.tp, n_d)
     gpus = pre.instances * pre.tp + n_dec * d.tp
     receive_ok = (demand.n_decode <= 0) | (n_d >= n_recv)
     reason = jnp.where(jnp.isfinite(pre.gpus_per_rate), jnp.where(jnp.isfinite(d.gpus_per_rate) & receive_ok,
                                                                    Infeasible.FEASIBLE, d.reason), pre.reason)
+    utilization = recv * cap / d_gpr  # of the decode instances' links
     usd_d = usd if usd_decode is None else usd_decode
-    total = jnp.where(receive_ok, pre.gpus_per_rate * usd + d_gpr * usd_d, jnp.nan)
+    # One GPU type: a sum then one product (a product feeding a sum may be fused into an FMA or not, depending on
+    # how XLA vectorises the chunk, and results would depend on the chunk size).
+    gpr_total = (pre.gpus_per_rate + d_gpr) * usd if usd_decode is None else pre.gpus_per_rate * usd + d_gpr * usd_d
+    total = jnp.where(receive_ok, gpr_total, jnp.nan)
     prefill_all = jnp.minimum(free.gpus_per_rate, pre.gpus_per_rate) * usd  # the prefill pool at B_kv = infinity
     decode_all = d.gpus_per_rate * usd_d
     tax = jnp.maximum(total - prefill_all - decode_all, 0.0)  # an infinite link is never dearer: < 0 is rounding
     indirect = jnp.clip((pre.gpus_per_rate_exposed - free.gpus_per_rate) * usd, 0.0, tax)
     prefill, decode = prefill_all * free.busy, decode_all * d.busy
     return ArchCost(cost=total, prefill=prefill, decode=decode, kv_tax=tax, kv_direct=tax - indirect,
-                    kv_indirect=indirect, idle=prefill_all - prefill + decode_all - decode, ttft=pre.ttft,
+                    kv_indirect=indirect, idle=prefill_all - prefill + decode_all - decode,
+                    ttft=pre.ttft - pre.link_wait + receive_wait(p, d.tp, jnp.minimum(utilization, 1.0 - 1e-12)),
                     tpot=d.tpot, goodput=1.0 / (pre.tp / pre.rate + d_gpr), gpus=gpus, tp_prefill=pre.tp,
                     tp_decode=d.tp, n_prefill=pre.instances, n_decode=n_dec, chunk=jnp.zeros_like(pre.tp),
-                    overlap=pre.overlap, receive_utilization=recv / d_gpr * jnp.maximum(pre.link_utilization,
-                                                                                       1.0 - p.sc.q),
-                    reason=reason)
+                    overlap=pre.overlap, receive_utilization=utilization, reason=reason)
 
 
 def evaluate_point(p: Point, demand: Demand, price, space: SearchSpace = SearchSpace(),

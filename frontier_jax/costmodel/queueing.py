@@ -173,6 +173,15 @@ def log_mixture_mgf(p, log_m):
                          jnp.log1p(-jnp.where(p < 1.0, p, 0.0)) + jnp.where(p < 1.0, 0.0, -jnp.inf))
 
 
+def _excess_log(r):
+    """r - 1 - log r >= 0, accurately: log1p near r = 1 (no cancellation), log far from it (log1p(r - 1) would
+    round r - 1 to -1 for a tiny r in float32, and its derivative would be infinite)."""
+    r = jnp.maximum(r, jnp.finfo(jnp.result_type(r, float)).tiny)
+    near = jnp.abs(r - 1.0) < 0.5
+    d = jnp.where(near, r - 1.0, 0.0)
+    return jnp.maximum(jnp.where(near, d - jnp.log1p(d), r - 1.0 - jnp.log(jnp.where(near, 1.0, r))), 0.0)
+
+
 def upper_gamma_ratio(s, x):
     """Q(s, x) = Gamma(s, x) / Gamma(s), the regularised upper incomplete gamma function, by Temme's uniform
     asymptotic expansion to two terms (DLMF 8.12.8-8.12.9): Q = erfc(eta sqrt(s/2)) / 2 + R, with lambda = x / s,
@@ -181,7 +190,7 @@ def upper_gamma_ratio(s, x):
     s >= 2 the Erlang C built on it is within 2e-4 relative of the exact one (tests/test_queueing.py)."""
     lam = x / s
     d = lam - 1.0
-    eta = jnp.sign(d) * jnp.sqrt(jnp.maximum(2.0 * (d - jnp.log(lam)), 0.0))
+    eta = jnp.sign(d) * jnp.sqrt(2.0 * _excess_log(lam))
     small = jnp.abs(eta) < 0.3
     e_s, d_s = jnp.where(small, 0.5, eta), jnp.where(small, 0.5, d)
     c0 = jnp.where(small, -1.0 / 3.0 + eta / 12.0 - 2.0 * eta**2 / 135.0 + eta**3 / 864.0 + eta**4 / 2835.0,
@@ -195,10 +204,18 @@ def upper_gamma_ratio(s, x):
 def erlang_c(servers, offered):
     """Erlang's C, the probability that an arrival waits in M/M/c, for a real number of servers c >= 1 and offered
     load a = lambda E[S] < c. Erlang's B by its continuous extension (Jagerman 1974),
-    B(c, a) = a^c e^-a / Gamma(c + 1, a), then C = c B / (c - a (1 - B)); c = 1 gives a. Smooth in c and a."""
-    c = jnp.asarray(servers)
+    B(c, a) = a^c e^-a / Gamma(c + 1, a), then C = c B / (c - a (1 - B)); c = 1 gives a. Smooth in c and a.
+    log B is written with rho = a / c and Stirling's series, -c (rho - 1 - log rho) - log(2 pi c) / 2 - (the
+    series' remainder) - log Q(c + 1, a): no difference of the ~c log c sized terms, so it holds in float32 for
+    millions of servers."""
+    c = jnp.maximum(jnp.asarray(servers), 1.0)
     a = jnp.maximum(jnp.asarray(offered), 1e-300)
-    log_b = c * jnp.log(a) - a - jax.scipy.special.gammaln(c + 1.0) - jnp.log(upper_gamma_ratio(c + 1.0, a))
+    small = c < 10.0  # lgamma(c + 1) - Stirling: directly where both are small, else the series
+    c_s = jnp.where(small, c, 10.0)
+    direct = jax.scipy.special.gammaln(c_s + 1.0) - (c_s * jnp.log(c_s) - c_s + 0.5 * jnp.log(2.0 * jnp.pi * c_s))
+    remainder = jnp.where(small, direct, 1.0 / (12.0 * c) - 1.0 / (360.0 * c**3) + 1.0 / (1260.0 * c**5))
+    log_b = (-c * _excess_log(a / c) - 0.5 * jnp.log(2.0 * jnp.pi * c) - remainder
+             - jnp.log(upper_gamma_ratio(c + 1.0, a)))
     b = jnp.minimum(jnp.exp(log_b), 1.0)
     return jnp.clip(c * b / (c - a * (1.0 - b)), 0.0, 1.0)
 

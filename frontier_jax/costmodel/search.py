@@ -65,6 +65,7 @@ class PrefillPool(NamedTuple):
     rate: jax.Array
     ttft: jax.Array                    # s, at the operating point
     link_utilization: jax.Array        # of each prefill instance's KV link at the operating point
+    link_wait: jax.Array               # s, its p_q wait there (reserved again in ttft for the receiving end)
     reason: jax.Array
 
 
@@ -104,12 +105,15 @@ def _sizing(demand: Demand, pin, default: Dispatch) -> Sizing:
     return Sizing(demand.rate, pin, jnp.where(demand.dispatch < 0, float(default), demand.dispatch))
 
 
+POOL_MAX = 1e6  # a pool this large waits as a larger one would (not at all): the queueing formulas stop here
+
+
 def pool_at(sizing: Sizing, lam) -> Pool:
     """The pool an instance fed lam per second belongs to: the pinned count, else rate / lam instances (real, >= 1:
     what the integral sizing rounds up), or the large-deployment limit (inf) in fluid mode."""
     fluid = jnp.isnan(sizing.rate)
     rate = jnp.where(fluid, 1.0, sizing.rate)
-    servers = jnp.where(sizing.pin > 0, sizing.pin, jnp.where(fluid, jnp.inf, jnp.maximum(rate / lam, 1.0)))
+    servers = jnp.where(sizing.pin > 0, sizing.pin, jnp.where(fluid, jnp.inf, jnp.clip(rate / lam, 1.0, POOL_MAX)))
     return Pool(servers, sizing.dispatch)
 
 
@@ -183,14 +187,36 @@ def _pick(cost, *arrays):
     return i, c[i], tuple(a[i] for a in arrays)
 
 
-def _at_rates(lat_fn, upper, p: Point, sz: Sizing, cfg_args: tuple, rates):
-    """Latencies of every configuration at `rates` and near zero load (RANGE x its upper rate, where the reason
-    for infeasibility is read), in one vmapped call: the latency model is traced once, not twice."""
-    both = jnp.concatenate([rates, jax.vmap(lambda a: upper((p, sz) + a))(cfg_args) * op.RANGE])
-    args2 = tuple(jnp.concatenate([a, a]) for a in cfg_args)
-    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r, pool_at(sz, r)))(args2, both)
-    n = rates.shape[0]
-    return jax.tree.map(lambda x: x[:n], lat), jax.tree.map(lambda x: x[n:], lat)
+def _at_rates(lat_fn, upper, p: Point, sz: Sizing, cfg_args: tuple, rates: list):
+    """Latencies of every configuration at each array of `rates` and near zero load (RANGE x its upper rate, where
+    the reason for infeasibility is read), in one vmapped call: the latency model is traced once."""
+    near_zero = jax.vmap(lambda a: upper((p, sz) + a))(cfg_args) * op.RANGE
+    every = jnp.concatenate(list(rates) + [near_zero])
+    args = tuple(jnp.concatenate([a] * (len(rates) + 1)) for a in cfg_args)
+    lat = jax.vmap(lambda a, r: lat_fn(p, *a, r, pool_at(sz, r)))(args, every)
+    m = near_zero.shape[0]
+    return [jax.tree.map(lambda x, k=k: x[k * m:(k + 1) * m], lat) for k in range(len(rates) + 1)]
+
+
+def _deploy(p: Point, demand: Demand, sz: Sizing, lat_fn, upper, cfg_args, gpus, pin, lam):
+    """Each configuration's deployment at its largest compliant rate lam: (cost in GPUs per unit rate, NaN where
+    none; instances; per-instance rate; latencies there; latencies near zero load). The rate solver's root meets
+    the contract by construction; whole instances, n = ceil(rate / lam), meet it too wherever the latency falls as
+    the pool grows at a fixed total rate, which holds but for small bumps (the chunked batch moves the chunk's
+    prompt tokens): there one more instance is tried, and a deployment that still misses is not offered."""
+    per_rate, n, lam_op, ok = _size(demand, lam, gpus, pin)
+    fluid = jnp.isnan(demand.rate)
+    rate = jnp.where(fluid, 1.0, demand.rate)
+    lam_next = jnp.where(fluid, lam_op, rate / (n + 1.0))
+    lat_op, lat_next, lat_zero = _at_rates(lat_fn, upper, p, sz, cfg_args, [jnp.where(ok, lam_op, lam), lam_next])
+    tol = max(op.POLISH_TOL, 64.0 * float(jnp.finfo(lam.dtype).eps))  # the rounding of a root found in this dtype
+    meets = lambda lats: jax.vmap(lambda lat: op.violation(lat, p.sc))(lats) <= tol  # noqa: E731
+    now, later = fluid | meets(lat_op), meets(lat_next)  # fluid: the root itself
+    bump = ~fluid & (pin <= 0) & ~now & later
+    lat_op = jax.tree.map(lambda a, b: jnp.where(bump, b, a), lat_op, lat_next)
+    per_rate = jnp.where(bump, (n + 1.0) * gpus / rate, per_rate)
+    cost = jnp.where(ok & (now | bump), per_rate, jnp.nan)
+    return cost, jnp.where(bump, n + 1.0, n), jnp.where(bump, lam_next, lam_op), lat_op, lat_zero
 
 
 def _closest_reason(p: Point, lat_zero: Latency):
@@ -202,9 +228,7 @@ def _closest_reason(p: Point, lat_zero: Latency):
 def _instance_search(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps, chunk_of_cfg) -> InstanceChoice:
     sz = _sizing(demand, demand.n_prefill * 0.0, Dispatch.JSQ)
     lam = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a))(cfg_args)
-    per_rate, n, lam_op, ok = _size(demand, lam, tps, demand.n_prefill * 0.0)
-    cost = jnp.where(ok, per_rate, jnp.nan)
-    lat_op, lat_zero = _at_rates(lat_fn, upper, p, sz, cfg_args, jnp.where(ok, lam_op, lam))
+    cost, n, _, lat_op, lat_zero = _deploy(p, demand, sz, lat_fn, upper, cfg_args, tps, demand.n_prefill * 0.0, lam)
     i, best, (tp, ch, n_i, lam_i) = _pick(cost, tps, chunk_of_cfg, n, lam)
     lat_i = jax.tree.map(lambda x: x[i], lat_op)
     reason = jnp.where(jnp.isfinite(best), Infeasible.FEASIBLE, _closest_reason(p, lat_zero))
@@ -237,9 +261,10 @@ def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePo
     p = p.decode_side()
     sz = _sizing(demand, demand.n_decode, Dispatch.JSQ)
     tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
-    c_d, n_d, lamop_d, lam_d = _pool(p, demand, sz, _decode_fn, _decode_upper, (tpd,), tpd, demand.n_decode)
+    lam_d = jax.vmap(lambda a: op.max_rate(_decode_fn, _decode_upper, (p, sz) + a))((tpd,))
+    c_d, n_d, _, lat_d, lat0_d = _deploy(p, demand, sz, disaggregated.decode_latency, _decode_upper, (tpd,), tpd,
+                                         demand.n_decode, lam_d)
     i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)
-    lat_d, lat0_d = _at_rates(disaggregated.decode_latency, _decode_upper, p, sz, (tpd,), lamop_d)
     return DecodePool(gpus_per_rate=best_d, tp=g_d, instances=nd_i, rate=lam_di, tpot=lat_d.tpot[i_d],
                       busy=lat_d.decode_busy[i_d], reason=_closest_reason(p, lat0_d))
 
@@ -273,17 +298,19 @@ def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpa
     tpp, ov = tpp.ravel(), ov.ravel()
     sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FULL]
-    c_p, n_p, lamop_p, lam_p = _pool(p, demand, sz, fn, upper, (tpp, ov), tpp, demand.n_prefill, continuous=True)
+    lam_p = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a, True))((tpp, ov))
+    c_p, n_p, lamop_p, lat_p, lat0_p = _deploy(
+        p, demand, sz, lambda p, a, b, r, pool: disaggregated.prefill_latency(p, a, b, Link.FULL, r, pool), upper,
+        (tpp, ov), tpp, demand.n_prefill, lam_p)
     i_p, best_p, (g_p, o_p, np_i, lam_pi, lamop_pi) = _pick(c_p, tpp, ov, n_p, lam_p, lamop_p)
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     fn_x, upper_x = _PREFILL[Link.EXPOSED]
     c_nl, _, _, _ = _pool(p, demand, sz, fn_x, upper_x, (g_p[None], o_p[None]), g_p[None], demand.n_prefill,
                           continuous=True)
-    lat_p, lat0_p = _at_rates(lambda p, a, b, r, pool: disaggregated.prefill_latency(p, a, b, Link.FULL, r, pool),
-                              upper, p, sz, (tpp, ov), lamop_p)
     return PrefillPool(gpus_per_rate=best_p, gpus_per_rate_exposed=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
                        tp=g_p, overlap=o_p, instances=np_i, rate=lam_pi, ttft=lat_p.ttft[i_p],
                        link_utilization=lamop_pi * disaggregated.mean_transfer(p, g_p),
+                       link_wait=disaggregated.link_wait(p, g_p, lamop_pi),
                        reason=_closest_reason(p, lat0_p))
 
 

@@ -66,22 +66,29 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -
                           extra_log_mgf=lambda th: qu.log_mgf(th, x, w), extra_quantile=x_q,
                           arrival_ca2=sc.arrival_ca2, servers=pool.servers, dispatch=pool.dispatch)
     if queue is not False:
-        # The instance's link: an FCFS queue fed by its prefill completions; the wait before a transfer starts adds
-        # to TTFT (a conservative sum of quantiles); the transfer itself is already in it (exposed part).
-        # Its arrivals are the instance's prefill completions, spaced by prefills: their SCV is Whitt's departure
-        # approximation rho^2 cs^2 + (1 - rho^2) ca^2, near deterministic for a busy instance of fixed prompts.
-        full = transfer_nodes(p, tp, nodes)
-        es, es2 = qu.expect(s, w), qu.expect(s**2, w)
-        rho = jnp.minimum(lam * es, 1.0)
-        departures = rho**2 * (es2 / es**2 - 1.0) + (1.0 - rho**2) * sc.arrival_ca2
-        link_wait = qu.wait_quantile(lam, full, w, sc.q, sc.mean_mode, arrival_ca2=departures)
-        ttft = ttft + jnp.where(queue, link_wait, 0.0)
+        # The wait before a transfer starts, at the sender's links and again at the receiver's: the join sizes the
+        # decode pool so that its links keep the receiver's wait within this reserve plus the TTFT's slack
+        # (cost.receive_utilization_cap), a conservative sum of quantiles.
+        ttft = ttft + jnp.where(queue, 2.0 * link_wait(p, tp, lam), 0.0)
     ttft = ttft + cache_load_time(p, tp)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
     # The instance must hold its weights and at least one prompt's KV.
     room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
     return c.Latency(ttft, zero, zero, zero + 1.0, room, rho, zero)
+
+
+def link_wait(p: c.Point, tp, lam):
+    """p_q (or mean) wait of a prompt's KV for the instance's links: an FCFS queue fed by its prefill completions,
+    with arrival SCV from Whitt's departure approximation rho^2 cs^2 + (1 - rho^2) ca^2 (near deterministic for a
+    busy instance of fixed prompts: it then rarely queues)."""
+    sc = p.sc
+    s, w, _ = c.prefill_nodes(p, tp)
+    nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
+    es, es2 = qu.expect(s, w), qu.expect(s**2, w)
+    rho = jnp.minimum(lam * es, 1.0)
+    departures = rho**2 * (es2 / es**2 - 1.0) + (1.0 - rho**2) * sc.arrival_ca2
+    return qu.wait_quantile(lam, transfer_nodes(p, tp, nodes), w, sc.q, sc.mean_mode, arrival_ca2=departures)
 
 
 def mean_transfer(p: c.Point, tp):
