@@ -125,7 +125,7 @@ def _prefill_point(**kw):
 def test_prefill_and_kv_link_are_two_md1_queues(rho):
     """Deterministic prompts, mean mode, no overlap: the prefill queue is M/D/1 with service D; the transfer X =
     I x KV bytes/token / (tp x B_kv) is exposed whole; the link is an M/D/1 queue with service X. So
-    E[TTFT] = D + lam D^2 / (2 (1 - lam D)) + X (+ lam X^2 / (2 (1 - lam X)) with the link's queue, Link.FULL).
+    E[TTFT] = D + lam D^2 / (2 (1 - lam D)) + X (+ the link's wait with Link.FULL, below).
     With layer-wise overlap only max(X / L, X - D (L - 1) / L) of the transfer is exposed."""
     hw, md, _ = _primary()
     tp, n_in, bw = 2.0, 4096.0, 1e10
@@ -139,7 +139,11 @@ def test_prefill_and_kv_link_are_two_md1_queues(rho):
                                                                  jnp.asarray(lam)).ttft)
     assert ttft(0.0, Link.FREE) == pytest.approx(md1(d), rel=1e-12)
     assert ttft(0.0, Link.EXPOSED) == pytest.approx(md1(d) + x, rel=1e-12)
-    assert ttft(0.0, Link.FULL) == pytest.approx(md1(d) + md1(x), rel=1e-12)
+    # the link's arrivals are the prefill's completions, SCV 1 - (lam D)^2 (Whitt's departure approximation for
+    # deterministic service), so its wait is Kingman's lam X^2 / (2 (1 - lam X)) x that SCV; counted twice, for the
+    # sending and for the receiving links (docs/model.md section 4.3)
+    link = lam * x**2 / (2 * (1 - lam * x)) * (1 - (lam * d) ** 2)
+    assert ttft(0.0, Link.FULL) == pytest.approx(md1(d) + x + 2 * link, rel=1e-12)
     exposed = max(x / md["layers"], x - d * (md["layers"] - 1) / md["layers"])
     assert ttft(1.0, Link.EXPOSED) == pytest.approx(md1(d) + exposed, rel=1e-12)
     upper = float(disaggregated.prefill_rate_upper(p, jnp.asarray(tp), 0.0, Link.FULL))

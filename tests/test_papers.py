@@ -42,7 +42,7 @@ def test_every_builtin_system_evaluates():
     for name, res in zip(names, run_plans(plans)):
         assert res["feasible"][0] == 1, name
         assert np.isfinite(res["cost_per_mtok"][0]) and res["cost_per_mtok"][0] > 0, name
-        total = res["prefill_cost"][0] + res["decode_cost"][0] + res["kv_tax"][0]
+        total = res["prefill_cost"][0] + res["decode_cost"][0] + res["kv_tax"][0] + res["idle_cost"][0]
         assert math.isclose(res["cost_per_mtok"][0], total, rel_tol=1e-9), name
     ds = evaluate_system("distserve", **SCENARIO)
     assert isinstance(ds, xr.Dataset) and ds.attrs["system"] == "distserve"

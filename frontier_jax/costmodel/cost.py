@@ -104,8 +104,14 @@ def receive_utilization_cap(p: Point, tp_decode, pre: PrefillPool):
         fits = receive_wait(p, tp_decode, mid) <= budget
         return (jnp.where(fits, mid, lo), jnp.where(fits, hi, mid)), None
 
-    (lo, _), _ = scan(step, (jnp.minimum(floor, 1.0 - 1e-9), jnp.ones_like(floor) - 1e-9), _RECEIVE_STEPS)
-    return lo
+    (lo, hi), _ = scan(step, (jnp.minimum(floor, 1.0 - 1e-9), jnp.ones_like(floor) - 1e-9), _RECEIVE_STEPS)
+    # The derivative by the implicit function theorem where the cap is interior (wait = budget): one Newton step
+    # from the bisection's (constant) point has the cap's tangent, -(d gap) / (d gap / d cap), and moves the value
+    # by under the bracket's width.
+    cap = jax.lax.stop_gradient(lo)
+    gap, slope = jax.jvp(lambda u: receive_wait(p, tp_decode, u) - budget, (cap,), (jnp.ones_like(cap),))
+    interior = (cap > floor) & (hi < 1.0 - 2e-9) & (slope > 0.0)
+    return jnp.where(interior, cap - gap / jnp.where(interior, slope, 1.0), lo)
 
 
 def receive_seconds(p: Point, cap):

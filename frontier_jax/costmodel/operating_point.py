@@ -168,8 +168,13 @@ def _max_rate_jvp(fn, upper_fn, continuous, primals, tangents):
     (args,), (dargs,) = primals, tangents
     lam = _max_rate(fn, upper_fn, continuous, args)
     safe = jnp.where(jnp.isfinite(lam), lam, 1.0)
-    _, dc_dargs = jax.jvp(lambda a: fn(safe, a), (args,), (dargs,))
+    value, dc_dargs = jax.jvp(lambda a: fn(safe, a), (args,), (dargs,))
     _, dc_dlam = jax.jvp(lambda r: fn(r, args), (safe,), (jnp.ones_like(safe),))
     ok = jnp.isfinite(lam) & (dc_dlam > 0.0)
     dlam = jnp.where(ok, -dc_dargs / jnp.where(ok, dc_dlam, 1.0), 0.0)
+    # No constraint active: the rate is the top of the bracket, a fixed fraction of the upper rate (a pooled queue
+    # in the large-deployment limit waits no more, so the instance may run to saturation), which moves with it.
+    hi, dhi = jax.jvp(upper_fn, (args,), (dargs,))
+    top = jnp.isfinite(lam) & (value < -POLISH_TOL) & (lam >= hi * (1.0 - 1e-6))
+    dlam = jnp.where(top, dhi * safe / jnp.where(top, hi, 1.0), dlam)
     return lam, dlam
