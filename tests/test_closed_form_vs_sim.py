@@ -107,3 +107,52 @@ def test_pools_ttft_target(pool_results):
                    "TPOT is 1.1-2.3x its mean, 1.6-5.6x under random; the closed form's p99 stays near random's)")
 def test_pools_tpot_target(pool_results):
     assert validation.summarise_pools(pool_results)["all/all/tpot"]["p90"] <= TARGET_P90
+
+
+# ---------------------------------------------------------------------------------------------------- heavy tails
+# Issue 19: p99 TTFT against the simulator with lognormal prompts (and outputs) of CV 1 and 2, one instance, nine
+# random configurations each (draw_cases(9, seed=11) with the CV replaced; 20,000 requests). Measured (commit of
+# this test): CV 1 |err| median 10.2 %, p90 22.4 %; CV 2 median 26.2 %, p90 88.9 %, the closed form low in 7 of 9.
+# A lognormal service time has no exponential moment: the true M/G/1 wait is subexponential (one long prompt
+# ahead rules the tail), which a Cramer-Lundberg tail over 5 quadrature nodes cannot follow. More nodes make it
+# worse (9 nodes: CV 1 median 33 %, CV 2 median 177 %: the exponential tail then follows a far node), so the
+# quadrature stays at 5. The worst CV 2 case (Llama-2-13B, mean prompt 5,544) simulates a p99 of 807 s: its
+# quadrature underestimates the mean prefill time of prompts far beyond the mean (attention is quadratic), so
+# a "23 % load" is near saturation in the simulator.
+HEAVY_CASES = 9
+
+
+@pytest.fixture(scope="module")
+def heavy_results():
+    import dataclasses
+    out = {}
+    for cv in (1.0, 2.0):
+        out[cv] = [validation.compare(dataclasses.replace(c, cv=cv), n_requests=20000, seed=i)
+                   for i, c in enumerate(validation.draw_cases(HEAVY_CASES, seed=11))]
+    return out
+
+
+def _heavy_stats(rs):
+    e = np.abs([r["err_ttft"] for r in rs])
+    return float(np.median(e)), float(np.quantile(e, 0.9))
+
+
+def test_heavy_tails_cv1_level_reached(heavy_results):
+    """The regression guard at the measured level (CV 1: median 10.2 %, p90 22.4 %)."""
+    assert all(np.isfinite(r["ttft"]) and np.isfinite(r["sim_ttft"]) for r in heavy_results[1.0])
+    med, p90 = _heavy_stats(heavy_results[1.0])
+    assert med <= 0.12 and p90 <= TARGET_P90
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19 target median <= 10 % just missed at input CV 1: p99 TTFT |err| "
+                   "median 10.2 % (p90 22.4 %, within its 25 %) on 9 random single-instance scenarios")
+def test_heavy_tails_cv1_target(heavy_results):
+    assert _heavy_stats(heavy_results[1.0])[0] <= TARGET_MEDIAN
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19 target not met at input CV 2: p99 TTFT |err| median 26.2 %, p90 "
+                   "88.9 % (closed form low in 7 of 9): a lognormal service has no exponential moment, the wait is "
+                   "subexponential, which a Cramer-Lundberg tail over 5 quadrature nodes cannot follow")
+def test_heavy_tails_cv2_target(heavy_results):
+    med, p90 = _heavy_stats(heavy_results[2.0])
+    assert med <= TARGET_MEDIAN and p90 <= TARGET_P90

@@ -115,11 +115,18 @@ def expect(values, weights):
     return jnp.sum(values * weights, axis=-1)
 
 
+def safe_sqrt(x):
+    """sqrt(x) for x >= 0 with derivative 0 at x = 0 (no spread, e.g. a large pool's share or deterministic
+    lengths): the plain square root's infinite derivative there turns 0 tangents into NaN."""
+    pos = x > 0.0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
+
+
 def cornish_fisher(mean, var, skew, z, mean_mode, floor):
     """Quantile (z = ndtri(q)) of a nearly normal quantity from its first three moments (first-order Cornish-Fisher), never
     below `floor` (the quantity's least possible value: for TPOT, a decode step with a batch of one). A low
     quantile of a skewed quantity can fall below it, or below 0, in the first-order expansion."""
-    quant = mean + jnp.sqrt(jnp.maximum(var, 0.0)) * (z + (z**2 - 1.0) * skew / 6.0)
+    quant = mean + safe_sqrt(var) * (z + (z**2 - 1.0) * skew / 6.0)
     return jnp.where(mean_mode, mean, jnp.maximum(quant, jnp.minimum(floor, mean)))
 
 
@@ -308,16 +315,18 @@ def sojourn(lam, service, weights, q, mean_mode, own_quantile, extra_mean=0.0, e
     would count that node's length as waiting. Never below own_quantile + extra_quantile."""
     t = pool_tail(lam, service, weights, servers, dispatch, arrival_ca2, q)
     es = expect(service, weights)
-    theta = jnp.where(jnp.isfinite(t.theta), t.theta, 1.0)
+    finite = jnp.isfinite(t.theta)
+    theta = jnp.where(finite, t.theta, 1.0)
+    log_pref = jnp.where(finite, t.log_prefactor, 0.0)  # finite in the unused branch: no 0 x inf in the tangents
     # the cap: none for one server (the exact M/G/1 asymptote), the own quantile in a large pool; geometric between
     top = jnp.max(service, axis=-1)
     c = jnp.where((dispatch != Dispatch.RANDOM) & jnp.isfinite(servers), jnp.maximum(servers, 1.0), 1.0)
     cap = jnp.exp(jnp.log(jnp.minimum(own_quantile, top)) * (1.0 - 1.0 / c) + jnp.log(top) / c)
     capped = jnp.minimum(service, cap[..., None])
     log_x = 0.0 if extra_log_mgf is None else jnp.minimum(extra_log_mgf(theta), theta * extra_quantile)
-    tail = (t.log_prefactor + log_mgf(theta, capped, weights) + log_x - jnp.log1p(-q)) / theta
+    tail = (log_pref + log_mgf(theta, capped, weights) + log_x - jnp.log1p(-q)) / theta
     floor = own_quantile + extra_quantile
-    quant = jnp.maximum(jnp.where(jnp.isfinite(t.theta), tail, -jnp.inf), floor) + t.jsq_extra
+    quant = jnp.maximum(jnp.where(finite, tail, -jnp.inf), floor) + t.jsq_extra
     value = jnp.where(mean_mode, t.wait_mean + es + extra_mean, quant)
     return jnp.where(t.rho < 1.0, value, jnp.inf)
 

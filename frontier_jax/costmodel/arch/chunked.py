@@ -85,7 +85,7 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
     spread_ok = var > jnp.finfo(var.dtype).tiny
     skew = jnp.where(spread_ok, (delta / (n * k)) ** 3 * window * new3 / jnp.where(spread_ok, var, 1.0) ** 1.5, 0.0)
-    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * jnp.sqrt(2.0 / 3.0 * b * share))
+    cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * qu.safe_sqrt(2.0 / 3.0 * b * share))
     floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
     tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
 

@@ -131,7 +131,8 @@ def normal_z(sc: Scenario):
 def batch_quantile(b, z, mean_mode, share=1.0):
     """Instantaneous quantile of the batch (Poisson occupancy, normal approximation, z = ndtri(q)) plus the tagged
     request; `share` (spread(pool)) scales the occupancy's variance."""
-    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * jnp.sqrt(b * share))
+    return jnp.where(mean_mode, b + 1.0, b + 1.0 + z * qu.safe_sqrt(b * share))
+
 
 
 def batch_variance_over_lifetime(b):
