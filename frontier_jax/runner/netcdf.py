@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from frontier_jax.errors import FrontierError
+from frontier_jax.errors import FrontierError, option
 
 PROGRESS = "progress"
 CRC_VAR = "chunk_crc"
@@ -76,6 +76,14 @@ def check_out_path(final: str, overwrite: bool) -> None:
         raise FrontierError(f"output {final!r} is a directory; give a file path such as "
                             f"{os.path.join(final, 'out.nc')!r}")
     out_dir = os.path.dirname(os.path.abspath(final))
+    try:
+        name_max = os.pathconf(out_dir, "PC_NAME_MAX") if os.path.isdir(out_dir) else 255
+    except (OSError, ValueError):
+        name_max = 255
+    longest = len(os.path.basename(final).encode()) + len(".partial.lock")
+    if longest > name_max:
+        raise FrontierError(f"output file name {os.path.basename(final)[:40]!r}... is too long ({longest} bytes with "
+                            f"its .partial.lock suffix; the limit here is {name_max}); choose a shorter name")
     if not os.path.isdir(out_dir):
         raise FrontierError(f"output directory {out_dir!r} does not exist; create it first")
     if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -87,7 +95,8 @@ def check_out_path(final: str, overwrite: bool) -> None:
         raise FrontierError(f"output directory {out_dir!r} is not writable ({e.strerror or e}); "
                             "choose another path") from None
     if os.path.exists(final) and not overwrite:
-        raise FrontierError(f"output {final!r} already exists; pass overwrite=True or choose another path")
+        raise FrontierError(f"output {final!r} already exists; pass {option('--overwrite', 'overwrite=True')} or "
+                            "choose another path")
 
 
 def _version(dist: str) -> str:
