@@ -158,9 +158,10 @@ CASES = [
                files={"out.nc": "an earlier result\n"}, sub=True),
     sweep_case("leftover_partial", OK_SPEC, r"an interrupted sweep left 'out.nc.partial'; pass --resume",
                files={"out.nc.partial": "half a sweep\n"}),
-    sweep_case("resume_foreign_partial", OK_SPEC, r"cannot resume from 'out.nc.partial' .*start over with --overwrite", "--resume",
+    sweep_case("resume_foreign_partial", OK_SPEC, r"cannot resume from 'out.nc.partial' .*start over with --overwrite",
+               "--resume",
                files={"out.nc.partial": "not a netCDF file\n"}, sub=True),
-    sweep_case("chunk_zero", OK_SPEC, r"chunk=0; it must be a positive number of points", "--chunk", "0"),
+    sweep_case("chunk_zero", OK_SPEC, r"--chunk 0; it must be a positive number of points", "--chunk", "0"),
     # ---- eval
     Case("eval_unknown_gpu", ev(hardware="h100"), r"unknown GPU 'h100'; known: .*h100-80gb-sxm"),
     Case("eval_unknown_model", ev(model="gpt-4"), r"unknown model 'gpt-4'; known: .*llama-3.1-70b", sub=True),

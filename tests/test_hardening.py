@@ -295,8 +295,9 @@ def test_policy_marks_nonfinite_feasible_points_infeasible():
     from frontier_jax.costmodel.types import Infeasible
 
     one = np.ones((2, 3))
-    res = {k: one.copy() for k in ("cost_per_mtok", "prefill_cost", "decode_cost", "cost_per_mtok_total", "ttft_achieved",
-                                   "tpot_achieved", "goodput", "throughput", "kv_tax", "kv_tax_direct", "kv_tax_indirect")}
+    names = ("cost_per_mtok", "prefill_cost", "decode_cost", "cost_per_mtok_total", "ttft_achieved", "tpot_achieved",
+             "goodput", "throughput", "kv_tax", "kv_tax_direct", "kv_tax_indirect")
+    res = {k: one.copy() for k in names}
     res["cost_per_mtok"] = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
     res["tpot_achieved"] = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, np.inf]])  # point 1: disaggregated TPOT inf
     res["prefill_cost"] = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])       # point 0: chunked cost term 0

@@ -229,3 +229,29 @@ def test_signal_during_compile_exits_at_once(tmp_path, sig):
     assert err.strip().splitlines() == ["frontier: interrupted; rerun with --resume to continue a sweep"], err
     assert waited < 10.0, f"exit took {waited:.1f} s after the signal"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_double_ctrl_c_exits_at_once_without_traceback(tmp_path, env, reference):
+    """A second Ctrl-C while the first waits for the chunk boundary: exit 130 at once, one line, no traceback."""
+    spec, out = tmp_path / "spec.toml", tmp_path / "out.nc"
+    spec.write_text(SPEC)
+    proc = subprocess.Popen(_cmd(spec, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = Progress(proc)
+    t0 = time.monotonic()
+    try:
+        while progress.points < SIGNAL_AT:
+            assert proc.poll() is None, progress.text[-2000:]
+            assert time.monotonic() - t0 < START_TIMEOUT, progress.text[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    progress.join()
+    assert rc == 130, progress.text[-2000:]
+    assert "Traceback" not in progress.text and "KeyboardInterrupt" not in progress.text
+    assert progress.text.rstrip().splitlines()[-1] == "frontier: interrupted; rerun with --resume to continue a sweep"
+    assert not out.exists()

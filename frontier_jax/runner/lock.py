@@ -33,6 +33,7 @@ class OutputLock:
         self.fd: int | None = None
 
     def acquire(self) -> "OutputLock":
+        """Take the lock (non-blocking) and write this process's PID and host into the lock file."""
         if fcntl is None:
             return self
         if self.path in _HELD:
@@ -67,6 +68,7 @@ class OutputLock:
         raise FrontierError(f"cannot lock {self.path!r} (it keeps being replaced); retry")
 
     def release(self) -> None:
+        """Remove the lock file while still holding it, then release the lock."""
         if self.fd is None:
             return
         try:

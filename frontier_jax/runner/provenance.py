@@ -70,6 +70,7 @@ def collect(spec: Any, outputs: Mapping[str, Any], extra: Mapping[str, Any], *, 
 
 
 def dumps(prov: Mapping[str, str]) -> str:
+    """The provenance as the JSON text stored in the partial file."""
     return json.dumps(dict(prov), sort_keys=True)
 
 

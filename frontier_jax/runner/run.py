@@ -202,7 +202,7 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     partial = final + ".partial"
     netcdf.check_out_path(final, overwrite)
     if chunk is not None and chunk < 1:
-        raise FrontierError(f"chunk={chunk}; it must be a positive number of points")
+        raise FrontierError(f"{option(f'--chunk {chunk}', f'chunk={chunk}')}; it must be a positive number of points")
     size = spec.size
     limits.check_grid(spec, outputs, extra, max_points)
     if os.path.isdir(partial):

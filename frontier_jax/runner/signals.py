@@ -126,6 +126,7 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether `install()` has taken SIGINT and SIGTERM for this process."""
     return _S.installed
 
 
@@ -171,6 +172,7 @@ def deferred_sigint() -> Iterator[list[int]]:
 
 
 def flush_std() -> None:
+    """Flush stdout and stderr, ignoring closed streams."""
     for f in (sys.stdout, sys.stderr):
         try:
             f.flush()
