@@ -371,3 +371,28 @@ def test_breakeven_samples_bounded(tmp_path, monkeypatch, capsys):
     assert cli.main(["breakeven", "nospec.toml", "--samples", "1000000000"]) == 2
     assert "--samples 1000000000; it must be between 1 and 4,096" in one_line(capsys.readouterr().err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_resume_float32_on_float64_partial_is_refused(tmp_path):
+    """A float64 partial (made here, as `frontier sweep` makes it) and `--resume --float32`: one line naming the
+    precision and --float32, exit 2, before compiling; the partial is untouched."""
+    import hashlib
+
+    from frontier_jax.costmodel.kernel import EXTRA_COORDS, outputs_meta
+    from frontier_jax.runner import provenance
+
+    text = ('[fixed]\nmodel = "llama-3.1-70b"\nhardware = "h100-80gb-sxm"\nttft = 2.0\ntpot = 0.05\n'
+            '[axes]\ninput_len = [512.0, 2048.0]\noutput_len = [64.0]\n')
+    (tmp_path / "spec.toml").write_text(text)
+    spec = load_sweep_spec(tmp_path / "spec.toml")
+    partial = tmp_path / "out.nc.partial"
+    prov = provenance.collect(spec, outputs_meta(), EXTRA_COORDS)
+    netcdf.create(str(partial), spec, outputs_meta(), EXTRA_COORDS, attrs={provenance.ATTR: provenance.dumps(prov)},
+                  chunk_points=4, n_chunks=1, process_index=0, process_count=1).close()
+    before = hashlib.sha256(partial.read_bytes()).hexdigest()
+    res = run_cli(["sweep", "spec.toml", "-o", "out.nc", "--resume", "--float32", "--quiet"], tmp_path)
+    assert res.returncode == 2, res.stderr
+    line = one_line(res.stderr)
+    assert "the precision changed since it was started (float64/int64 then, float32/int32 now)" in line, line
+    assert "--float32" in line and "--overwrite" in line and "=True" not in line
+    assert hashlib.sha256(partial.read_bytes()).hexdigest() == before
