@@ -154,13 +154,14 @@ CASES = [
     Case("output_in_system_dir", ["sweep", "spec.toml", "-o", "/proc/frontier_bad_input.nc"],
          r"output directory '/proc' is not writable", {"spec.toml": OK_SPEC},
          skip_if=lambda d: None if os.path.isdir("/proc") else "no /proc on this system", sub=True),
-    sweep_case("output_exists", OK_SPEC, r"output 'out.nc' already exists; pass overwrite=True",
+    sweep_case("output_exists", OK_SPEC, r"output 'out.nc' already exists; pass --overwrite",
                files={"out.nc": "an earlier result\n"}, sub=True),
-    sweep_case("leftover_partial", OK_SPEC, r"an interrupted sweep left 'out.nc.partial'; pass resume=True",
+    sweep_case("leftover_partial", OK_SPEC, r"an interrupted sweep left 'out.nc.partial'; pass --resume",
                files={"out.nc.partial": "half a sweep\n"}),
-    sweep_case("resume_foreign_partial", OK_SPEC, r"cannot resume from 'out.nc.partial' .*overwrite=True", "--resume",
+    sweep_case("resume_foreign_partial", OK_SPEC, r"cannot resume from 'out.nc.partial' .*start over with --overwrite",
+               "--resume",
                files={"out.nc.partial": "not a netCDF file\n"}, sub=True),
-    sweep_case("chunk_zero", OK_SPEC, r"chunk=0; it must be a positive number of points", "--chunk", "0"),
+    sweep_case("chunk_zero", OK_SPEC, r"--chunk 0; it must be a positive number of points", "--chunk", "0"),
     # ---- eval
     Case("eval_unknown_gpu", ev(hardware="h100"), r"unknown GPU 'h100'; known: .*h100-80gb-sxm"),
     Case("eval_unknown_model", ev(model="gpt-4"), r"unknown model 'gpt-4'; known: .*llama-3.1-70b", sub=True),
@@ -276,7 +277,8 @@ def test_cli_and_api(case, tmp_path, monkeypatch, capsys, no_compile):
 
     with pytest.raises(FrontierError) as exc:
         _api_call(case.argv)
-    assert line == f"frontier: error: {exc.value}", "the CLI and the API word the mistake differently"
+    assert line == f"frontier: error: {exc.value.cli_message}", "the CLI and the API word the mistake differently"
+    assert "=True" not in line, "a Python keyword in CLI output"
     assert _snapshot(d) == before
 
 

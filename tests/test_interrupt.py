@@ -180,3 +180,78 @@ def test_ctrl_c_waits_for_the_chunk_boundary():
             time.sleep(1.0)
             pytest.fail("the second SIGINT did not interrupt")
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sigterm_mid_sweep_exits_143_and_resume_matches(tmp_path, env, reference):
+    """SIGTERM is handled like Ctrl-C: the chunk in flight is written, one line, exit 143, the partial resumes."""
+    rc, err, out, partial = _interrupt(tmp_path, env, signal.SIGTERM)
+    assert rc == 143, err[-2000:]
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == "frontier: terminated; rerun with --resume to continue a sweep"
+    assert not out.exists() and partial.exists()
+    _resume_and_compare(out, partial, env, reference)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the child's CPU time")
+@pytest.mark.parametrize("sig", [signal.SIGINT])
+def test_signal_during_compile_exits_at_once(tmp_path, sig):
+    """Cold cache: the signal lands while the chunk program is traced or compiled (after 10 s of the child's CPU
+    time, before any chunk). Exit 130 within seconds (not at the end of the compile, no segfault), one line, no
+    partial file and no lock file left."""
+    cold = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    cold.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu", FRONTIER_JAX_CACHE="off",
+                PYTHONDONTWRITEBYTECODE="1")
+    spec, out = tmp_path / "spec.toml", tmp_path / "out.nc"
+    spec.write_text(SPEC)
+    proc = subprocess.Popen(_cmd(spec, out, "--quiet"), env=cold, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        while _cpu_seconds(proc.pid) < 10.0:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() - t0 < START_TIMEOUT
+            time.sleep(0.1)
+        assert not Path(str(out) + ".partial").exists(), "the sweep got past compiling before the signal"
+        proc.send_signal(sig)
+        t_sig = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        waited = time.monotonic() - t_sig
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = err.decode()
+    assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
+    assert err.strip().splitlines() == ["frontier: interrupted; rerun with --resume to continue a sweep"], err
+    assert waited < 10.0, f"exit took {waited:.1f} s after the signal"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_double_ctrl_c_exits_at_once_without_traceback(tmp_path, env, reference):
+    """A second Ctrl-C while the first waits for the chunk boundary: exit 130 at once, one line, no traceback."""
+    spec, out = tmp_path / "spec.toml", tmp_path / "out.nc"
+    spec.write_text(SPEC)
+    proc = subprocess.Popen(_cmd(spec, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = Progress(proc)
+    t0 = time.monotonic()
+    try:
+        while progress.points < SIGNAL_AT:
+            assert proc.poll() is None, progress.text[-2000:]
+            assert time.monotonic() - t0 < START_TIMEOUT, progress.text[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    progress.join()
+    assert rc == 130, progress.text[-2000:]
+    assert "Traceback" not in progress.text and "KeyboardInterrupt" not in progress.text
+    assert progress.text.rstrip().splitlines()[-1] == "frontier: interrupted; rerun with --resume to continue a sweep"
+    assert not out.exists()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from ..errors import FrontierError
+from ..runner import signals
 from . import breakeven, calibrate, catalog, evaluate, merge, plot, reproduce, sweep, validate
 
 COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, reproduce)
@@ -24,23 +26,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run `frontier ARGS`; returns the exit status (0, 1 for a closed pipe, 2 for a user mistake, 130 on Ctrl-C)."""
+    """Run `frontier ARGS`; returns the exit status (0, 1 for a closed pipe, 2 for a user mistake, 130 on Ctrl-C,
+    143 on SIGTERM). Signals are handled at every phase (runner/signals.py): before a sweep's partial file is open
+    the process exits at once with the one line; while it is open, at the next chunk boundary."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command is None:
         a = parser.parse_args(["sweep"])
+    took_signals = signals.install()
     try:
         a.run(a)
     except FrontierError as err:
-        print(f"frontier: error: {err}", file=sys.stderr)
+        print(f"frontier: error: {err.cli_message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("frontier: interrupted; rerun with --resume to continue a sweep", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        signals.flush_std()
+        print(signals.message(signum), file=sys.stderr)
+        return signals.exit_status(signum)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        if took_signals:
+            signals.uninstall()
     return 0
 
 

@@ -1,7 +1,11 @@
 """`frontier breakeven SPEC.toml`: a break-even surface and its sensitivities, written to netCDF."""
 from __future__ import annotations
 
+from ..errors import FrontierError
 from .common import jax_setup
+
+MAX_SAMPLES = 4096    # bracket samples per point: each is a full model evaluation with its derivative
+MAX_STEPS = 1000      # refinement steps per point
 
 
 def register(sub) -> None:
@@ -32,8 +36,18 @@ def run(a) -> None:
     from ..crossover import breakeven, prepare
 
     wrt = None if a.wrt is None else [w.strip() for w in a.wrt.split(",") if w.strip()]
+    for flag, value, cap in (("--samples", a.samples, MAX_SAMPLES), ("--max-steps", a.max_steps, MAX_STEPS)):
+        if value is not None and not 1 <= value <= cap:
+            raise FrontierError(f"{flag} {value}; it must be between 1 and {cap:,} (the default is "
+                                f"{16 if flag == '--samples' else 40})")
+    if a.chunk is not None and a.chunk < 1:
+        raise FrontierError(f"--chunk {a.chunk}; it must be a positive number of points")
     opts = dict(samples=a.samples, max_steps=a.max_steps, wrt=wrt)
     prob = prepare(a.spec, a.solve_for, **opts)
+    if prob.solver.samples > MAX_SAMPLES or prob.solver.max_steps > MAX_STEPS:
+        raise FrontierError(f"[breakeven] samples = {prob.solver.samples}, max_steps = {prob.solver.max_steps}; "
+                            f"at most {MAX_SAMPLES:,} and {MAX_STEPS:,}: lower them in the spec or with --samples / "
+                            "--max-steps")
     out = a.output or f"{prob.spec.name}_breakeven_{prob.solve_for}.nc"
     ds = breakeven(a.spec, a.solve_for, out, chunk=a.chunk, resume=a.resume, overwrite=a.overwrite,
                    progress=not a.quiet, **opts)

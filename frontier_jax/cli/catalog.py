@@ -16,9 +16,14 @@ def register(sub) -> None:
 def run(a, kind) -> None:
     """List the catalogue, or show one entry with every number's source."""
     from ..costmodel import catalog
-    names = catalog.list_hardware() if kind == "hardware" else catalog.list_models()
+    folder = "hardware" if kind == "hardware" else "models"
     if a.action == "list" or a.action is None:
+        names = catalog.list_hardware(False) if kind == "hardware" else catalog.list_models(False)
         for n in names:
+            why = catalog.problem(folder, n)
+            if why is not None:  # one bad file names itself and does not hide the others
+                print(f"{n:18s} (unusable: {why})")
+                continue
             info = catalog.hardware_info(n) if kind == "hardware" else catalog.model_info(n)
             print(f"{n:18s} {info.get('long_name', '')}")
         return

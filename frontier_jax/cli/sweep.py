@@ -21,6 +21,8 @@ def register(sub) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace an existing output")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--float32", action="store_true", help="compute in float32 (the GPU default) instead of float64")
+    s.add_argument("--max-points", type=float, default=None, metavar="N",
+                   help="refuse grids above N points (default 1e9, or $FRONTIER_JAX_MAX_POINTS)")
     s.set_defaults(run=run)
 
 
@@ -53,6 +55,15 @@ def summary_lines(path: str, summary) -> str:
     return "\n".join(lines)
 
 
+def max_points_arg(value: float | None) -> int | None:
+    """--max-points N (a float on the command line, so 1e10 works) as an int, checked."""
+    if value is None:
+        return None
+    if not (value >= 1 and value == int(value)):
+        raise FrontierError(f"--max-points {value:g}; give a whole number of points, at least 1")
+    return int(value)
+
+
 def run(a) -> None:
     """Run the sweep and print its summary."""
     jax_setup(not a.float32)
@@ -61,5 +72,6 @@ def run(a) -> None:
     spec = load_sweep_spec(Path(a.spec) if a.spec else default_spec())
     out = a.output or f"{spec.name}.nc"
     summary = run_sweep(spec, make_kernel(spec), outputs_meta(), out, extra_coords=EXTRA_COORDS, chunk=a.chunk,
-                        resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+                        resume=a.resume, overwrite=a.overwrite, progress=not a.quiet,
+                        max_points=max_points_arg(a.max_points))
     print(summary_lines(summary.out_path, summary))

@@ -12,6 +12,7 @@ measured latencies and stored in frontier_jax/data/calibration.json.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tomllib
@@ -34,6 +35,8 @@ HARDWARE_UNITS: dict[str, str] = {
     "nvlink_bandwidth": "bytes/s", "nic_bandwidth": "bytes/s", "gpus_per_node": "GPUs",
     "price": "USD/GPU-hour", "power": "W",
 }
+# Catalogue numbers outside this range are a units mistake or unrepresentable (a denormal price gives a cost of 0).
+MIN_VALUE, MAX_VALUE = 1e-12, 1e20
 MODEL_INT_FIELDS = ("layers", "hidden", "q_heads", "kv_heads", "head_dim", "ffn", "vocab")
 _WHAT = {"hardware": "GPU", "models": "model"}
 
@@ -57,14 +60,58 @@ def _find(folder: str, name: object) -> Path:
     raise FrontierError(f"unknown {_WHAT[folder]} {name!r}; known: {known} (add {folder}/NAME.toml to define one)")
 
 
-def list_hardware() -> list[str]:
-    """Names of every GPU on the search path."""
-    return sorted(p.stem for p in _files("hardware").values())
+def list_hardware(valid_only: bool = True) -> list[str]:
+    """Names of the GPUs on the search path whose file passes validation (every file with valid_only=False). A bad
+    file does not hide or break the others; `problem("hardware", name)` says what is wrong with it."""
+    names = sorted(p.stem for p in _files("hardware").values())
+    return [n for n in names if problem("hardware", n) is None] if valid_only else names
 
 
-def list_models() -> list[str]:
-    """Names of every model on the search path."""
-    return sorted(p.stem for p in _files("models").values())
+def list_models(valid_only: bool = True) -> list[str]:
+    """Names of the models on the search path whose file passes validation (every file with valid_only=False)."""
+    names = sorted(p.stem for p in _files("models").values())
+    return [n for n in names if problem("models", n) is None] if valid_only else names
+
+
+def problem(folder: str, name: str) -> str | None:
+    """Why the catalogue file of `name` is unusable (the FrontierError text naming the file), or None if it is fine
+    or there is no such file."""
+    if not isinstance(name, str) or name.strip().lower() not in _files(folder):
+        return None
+    try:
+        (hardware_info if folder == "hardware" else model_info)(name)
+    except FrontierError as e:
+        return str(e)
+    return None
+
+
+# read by runner/spec.py when a spec names a value not in the choices: a file that exists but is invalid
+list_hardware.explain = lambda name: problem("hardware", name)  # type: ignore[attr-defined]
+list_models.explain = lambda name: problem("models", name)  # type: ignore[attr-defined]
+
+
+def digest(hardware: Sequence[str] = (), models: Sequence[str] = ()) -> str:
+    """SHA-256 prefix of the resolved catalogue files of the named GPUs and models (their bytes, wherever they were
+    found on the search path): what a resumed sweep must still see."""
+    h = hashlib.sha256()
+    for folder, names in (("hardware", hardware), ("models", models)):
+        files = _files(folder)
+        for n in sorted({str(x).strip().lower() for x in names}):
+            p = files.get(n)
+            h.update(f"{folder}/{n}:".encode())
+            try:
+                h.update(p.read_bytes() if p is not None else b"<missing>")
+            except OSError:
+                h.update(b"<unreadable>")
+    return h.hexdigest()[:16]
+
+
+def calibration_digest() -> str:
+    """SHA-256 prefix of data/calibration.json ("none" without one)."""
+    try:
+        return hashlib.sha256(CALIBRATION_FILE.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "none"
 
 
 # ---------------------------------------------------------------- reading and validating
@@ -74,9 +121,11 @@ def _read(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise FrontierError(f"{path}: malformed TOML: {e}") from None
+        raise FrontierError(f"{path}: malformed TOML: {e}; fix the file or move it out of the search path") from None
+    except UnicodeDecodeError as e:
+        raise FrontierError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     except OSError as e:
-        raise FrontierError(f"{path}: cannot read: {e}") from None
+        raise FrontierError(f"{path}: cannot read: {e.strerror or e}") from None
     name = data.get("name")
     if not isinstance(name, str) or name.strip().lower() != path.stem.lower():
         raise FrontierError(f"{path}: field 'name' must equal the file name {path.stem!r}, got {name!r}")
@@ -89,6 +138,9 @@ def _positive(path: Path, field: str, x: object, integer: bool = False) -> float
     v = float(x)
     if not (math.isfinite(v) and v > 0):
         raise FrontierError(f"{path}: field '{field}' must be positive and finite, got {x!r}")
+    if not MIN_VALUE <= v <= MAX_VALUE:
+        raise FrontierError(f"{path}: field '{field}' = {x!r} is outside {MIN_VALUE:g} to {MAX_VALUE:g}, where the "
+                            "model computes reliably; check its units")
     if integer and not v.is_integer():
         raise FrontierError(f"{path}: field '{field}' must be a whole number, got {x!r}")
     return v
@@ -104,6 +156,8 @@ def _check_hardware(path: Path, data: dict[str, Any]) -> None:
     for field in HARDWARE_FIELDS:
         if not isinstance(data.get(field), dict):
             raise FrontierError(f"{path}: missing field '{field}' (a table with value, units, source)")
+        if "value" not in data[field]:
+            raise FrontierError(f"{path}: field '{field}' has no 'value'; add value = ... to its table")
     for field, table in data.items():  # every numeric table, required or extra, carries units and a source
         if not (isinstance(table, dict) and "value" in table):
             continue

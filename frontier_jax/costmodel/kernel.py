@@ -21,6 +21,7 @@ from ..variables import ARCH_COORD, POINT_VARIABLES
 from . import catalog
 from .cost import evaluate_point
 from .inputs import DISPATCH_CHOICES, MAX_TPOT_S, MAX_TTFT_S, assemble
+from .policy import enforce
 from .search import DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, search_link_blind, search_prefill_pool
 from .types import SearchSpace
 
@@ -129,7 +130,7 @@ class SweepKernel:
 
     @staticmethod
     def _outputs(out) -> dict:
-        res = out._asdict()
+        res = enforce(out._asdict())  # costmodel/policy.py: feasible only with finite, positive costs and latencies
         for v in POINT_VARIABLES:
             if v.flag_values is not None:
                 res[v.name] = res[v.name].astype(jnp.int8)

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from frontier_jax.errors import FrontierError
+from frontier_jax.errors import FrontierError, option
 from frontier_jax.runner import netcdf
+from frontier_jax.runner.lock import OutputLock
 
 _SAME = ("chunk_points", "n_chunks", "size", "data_vars", "axes")
 
@@ -30,8 +31,9 @@ def merge_parts(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
             try:
                 ds = stack.enter_context(netcdf.open_dataset(p))
                 info = netcdf.progress_info(ds)
-            except (OSError, KeyError) as e:
-                raise FrontierError(f"{p!r} is not a sweep part file ({e}); pass files written by run_sweep") from None
+            except (OSError, KeyError, RuntimeError, ValueError) as e:
+                raise FrontierError(f"{p!r} is not a sweep part file ({e}); pass the OUT.part*of*.nc files a "
+                                    "multi-process sweep wrote") from None
             ds.set_auto_mask(False)
             parts.append((ds, info))
         ds0, info0 = parts[0]
@@ -44,24 +46,68 @@ def merge_parts(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
         missing = np.flatnonzero(owner < 0)
         if missing.size:
             raise FrontierError(f"{missing.size} chunks (first: {missing[0]}) are done in no part; finish the missing "
-                                "processes with resume=True, then merge again")
+                                f"processes with {option('--resume', 'resume=True')}, then merge again")
         partial = out_path + ".partial"
-        out = _copy_structure(ds0, partial, info0)
-        try:
-            shape = tuple(len(ds0.dimensions[a]) for a in info0["axes"])
-            step, size = info0["chunk_points"], info0["size"]
-            for i, j in enumerate(owner):
-                a, b = i * step, min((i + 1) * step, size)
-                src = parts[j][0]
-                for slab in netcdf.hyperslabs(a, b, shape):
-                    for name in info0["data_vars"]:
-                        sel = slab + (slice(None),) * (src[name].ndim - len(slab))
-                        out[name][sel or ...] = src[name][sel or ...]
-            out.groups[netcdf.PROGRESS]["chunk_done"][:] = 1
-        finally:
-            out.close()
-    os.replace(partial, out_path)
+        with OutputLock(partial, "merge"):
+            _merge_locked(parts, paths, owner, ds0, info0, partial)
+            os.replace(partial, out_path)
     return out_path
+
+
+def _merge_locked(parts: list, paths: list[str], owner: np.ndarray, ds0: Any, info0: dict, partial: str) -> None:
+    """Copy every chunk from its owner part into `partial`, checking each chunk's CRC32 where the part has them. A
+    failure removes the partial and names the part."""
+    try:
+        out = _copy_structure(ds0, partial, info0)
+    except (OSError, RuntimeError) as e:
+        _remove(partial)
+        raise FrontierError(f"cannot create {partial!r} ({getattr(e, 'strerror', None) or e}); choose another "
+                            "output path") from None
+    where = paths[0]
+    try:
+        shape = tuple(len(ds0.dimensions[a]) for a in info0["axes"])
+        step, size = info0["chunk_points"], info0["size"]
+        names = info0["data_vars"]
+        crcs = []
+        for j, (ds, _) in enumerate(parts):
+            g = ds.groups[netcdf.PROGRESS]
+            crcs.append(np.asarray(g[netcdf.CRC_VAR][:]) if netcdf.CRC_VAR in g.variables else None)
+        out_crc = np.full(len(owner), -1, dtype=np.int64)
+        for i, j in enumerate(owner):
+            a, b = i * step, min((i + 1) * step, size)
+            src, where = parts[j][0], paths[j]
+            block = netcdf.read_block(src, shape, a, b, names)
+            crc = netcdf.chunk_crc(block)
+            if crcs[j] is not None and int(crcs[j][i]) != crc:
+                raise FrontierError(f"chunk {i} of {where!r} fails its checksum (the file is damaged); rerun that "
+                                    f"process with {option('--resume', 'resume=True')} to recompute it, then merge "
+                                    "again")
+            netcdf.write_block(out, shape, a, b, block)
+            out_crc[i] = crc
+        g = out.groups[netcdf.PROGRESS]
+        if netcdf.CRC_VAR in g.variables:
+            g[netcdf.CRC_VAR][:] = out_crc
+        g["chunk_done"][:] = 1
+        out.close()
+    except FrontierError:
+        out.close()
+        _remove(partial)
+        raise
+    except (OSError, RuntimeError, ValueError, IndexError) as e:
+        try:
+            out.close()
+        except (OSError, RuntimeError):
+            pass
+        _remove(partial)
+        raise FrontierError(f"merging failed while reading {where!r} or writing {partial!r} ({e}); check that part "
+                            "(rerun its process if it is damaged) and the free space, then merge again") from None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _copy_structure(src: Any, path: str, info: dict[str, Any]) -> Any:
@@ -91,6 +137,10 @@ def _copy_structure(src: Any, path: str, info: dict[str, Any]) -> Any:
         done = g0["chunk_done"]
         d = g.createVariable("chunk_done", done.dtype, done.dimensions, fill_value=np.int8(0))
         d.setncatts({k: done.getncattr(k) for k in done.ncattrs() if k != "_FillValue"})
+        if netcdf.CRC_VAR in g0.variables:
+            c0 = g0[netcdf.CRC_VAR]
+            c = g.createVariable(netcdf.CRC_VAR, c0.dtype, c0.dimensions, fill_value=np.int64(-1))
+            c.setncatts({k: c0.getncattr(k) for k in c0.ncattrs() if k != "_FillValue"})
         g.setncatts({**{k: g0.getncattr(k) for k in g0.ncattrs()}, "process_index": 0, "process_count": 1})
     except BaseException:
         out.close()

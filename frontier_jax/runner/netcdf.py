@@ -10,15 +10,17 @@ import os
 import re
 import tempfile
 import tomllib
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from frontier_jax.errors import FrontierError
+from frontier_jax.errors import FrontierError, option
 
 PROGRESS = "progress"
+CRC_VAR = "chunk_crc"
 CHUNK_DIM = "chunk"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _HDF5_CHUNK_BYTES = 1 << 20
@@ -74,6 +76,14 @@ def check_out_path(final: str, overwrite: bool) -> None:
         raise FrontierError(f"output {final!r} is a directory; give a file path such as "
                             f"{os.path.join(final, 'out.nc')!r}")
     out_dir = os.path.dirname(os.path.abspath(final))
+    try:
+        name_max = os.pathconf(out_dir, "PC_NAME_MAX") if os.path.isdir(out_dir) else 255
+    except (OSError, ValueError):
+        name_max = 255
+    longest = len(os.path.basename(final).encode()) + len(".partial.lock")
+    if longest > name_max:
+        raise FrontierError(f"output file name {os.path.basename(final)[:40]!r}... is too long ({longest} bytes with "
+                            f"its .partial.lock suffix; the limit here is {name_max}); choose a shorter name")
     if not os.path.isdir(out_dir):
         raise FrontierError(f"output directory {out_dir!r} does not exist; create it first")
     if not os.access(out_dir, os.W_OK | os.X_OK):
@@ -85,7 +95,8 @@ def check_out_path(final: str, overwrite: bool) -> None:
         raise FrontierError(f"output directory {out_dir!r} is not writable ({e.strerror or e}); "
                             "choose another path") from None
     if os.path.exists(final) and not overwrite:
-        raise FrontierError(f"output {final!r} already exists; pass overwrite=True or choose another path")
+        raise FrontierError(f"output {final!r} already exists; pass {option('--overwrite', 'overwrite=True')} or "
+                            "choose another path")
 
 
 def _version(dist: str) -> str:
@@ -224,6 +235,9 @@ def create(path: str, spec: Any, outputs: Mapping[str, VarMeta], extra: ExtraCoo
         done = g.createVariable("chunk_done", np.int8, (CHUNK_DIM,), fill_value=np.int8(0))
         done.setncatts({"long_name": "chunk completed by this file's process", "flag_values": np.int8([0, 1]),
                         "flag_meanings": "pending done"})
+        crc = g.createVariable(CRC_VAR, np.int64, (CHUNK_DIM,), fill_value=np.int64(-1))
+        crc.setncatts({"long_name": "CRC32 of the chunk's values (each data variable's bytes in file order, "
+                                    "variables in data_vars order; -1: not written)"})
         g.setncatts({"chunk_points": chunk_points, "n_chunks": n_chunks, "size": spec.size,
                      "process_index": process_index, "process_count": process_count,
                      "data_vars": " ".join(outputs), "axes": " ".join(spec.axis_names)})
@@ -280,7 +294,79 @@ def write_block(ds: Any, shape: tuple[int, ...], start: int, stop: int, values: 
             off += n
 
 
-def mark_done(ds: Any, chunks: int | slice) -> None:
-    """Mark a chunk (or a slice of chunks) written, and flush the file."""
-    ds.groups[PROGRESS]["chunk_done"][chunks] = 1
+def mark_done(ds: Any, chunks: int | slice, crcs: Sequence[int] | None = None) -> None:
+    """Mark a chunk (or a slice of chunks) written, with its CRC32s (chunk_crc), and flush the file."""
+    g = ds.groups[PROGRESS]
+    if crcs is not None and CRC_VAR in g.variables:
+        g[CRC_VAR][chunks] = np.asarray(crcs, dtype=np.int64)
+    g["chunk_done"][chunks] = 1
     ds.sync()
+
+
+def chunk_crc(values: Mapping[str, np.ndarray]) -> int:
+    """CRC32 of one chunk's values: each array's bytes (C order), in the mapping's order."""
+    crc = 0
+    for arr in values.values():
+        crc = zlib.crc32(np.ascontiguousarray(arr).tobytes(), crc)
+    return crc
+
+
+def read_block(ds: Any, shape: tuple[int, ...], start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The stored values of flat grid indices [start, stop), as written (no masking), leading length stop-start."""
+    slabs = hyperslabs(start, stop, shape)
+    out = {}
+    for name in names:
+        var = ds[name]
+        var.set_auto_maskandscale(False)
+        extra = var.shape[len(shape):]
+        pieces = [np.asarray(var[(slab + (slice(None),) * len(extra)) or ...]).reshape((-1,) + tuple(extra))
+                  for slab in slabs]
+        out[name] = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+    return out
+
+
+VERIFY_POINTS = 1 << 18  # points read back at a time when checking chunk checksums
+
+
+def verify_chunks(ds: Any, shape: tuple[int, ...], names: Sequence[str],
+                  fix: bool = True) -> list[int]:
+    """Check the CRC32 of every chunk marked done against its stored values; return the chunks that fail. With
+    `fix`, those are marked pending again (so a resume recomputes them). Files without checksums pass."""
+    g = ds.groups[PROGRESS]
+    if CRC_VAR not in g.variables:
+        return []
+    info = progress_info(ds)
+    step, size = info["chunk_points"], info["size"]
+    done = done_mask(ds)
+    stored = np.asarray(g[CRC_VAR][:].filled(-1) if np.ma.isMaskedArray(g[CRC_VAR][:]) else g[CRC_VAR][:],
+                        dtype=np.int64)
+    bad: list[int] = []
+    idx = np.flatnonzero(done)
+    per_read = max(1, VERIFY_POINTS // step)
+    k = 0
+    while k < len(idx):  # runs of consecutive done chunks, read a block at a time
+        j = k
+        while j + 1 < len(idx) and idx[j + 1] == idx[j] + 1 and j + 1 - k < per_read:
+            j += 1
+        first, last = int(idx[k]), int(idx[j])
+        a, b = first * step, min((last + 1) * step, size)
+        block = read_block(ds, shape, a, b, names)
+        for c in range(first, last + 1):
+            lo, hi = c * step - a, min((c + 1) * step, size) - a
+            if chunk_crc({n: v[lo:hi] for n, v in block.items()}) != stored[c]:
+                bad.append(c)
+        k = j + 1
+    if bad and fix:
+        g["chunk_done"][np.asarray(bad)] = 0
+        ds.sync()
+    return bad
+
+
+def read_provenance(ds: Any) -> dict[str, str] | None:
+    """The resume provenance a partial file recorded (None if it has none: written before it existed)."""
+    import json
+
+    from frontier_jax.runner.provenance import ATTR
+    if ATTR not in ds.ncattrs():
+        return None
+    return json.loads(ds.getncattr(ATTR))

@@ -6,12 +6,10 @@ import ctypes
 import functools
 import math
 import os
-import signal
+import shutil
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +19,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from frontier_jax.errors import FrontierError
-from frontier_jax.runner import netcdf, sharing
+from frontier_jax.errors import FrontierError, Interrupted, option
+from frontier_jax.runner import limits, netcdf, provenance, sharing, signals
+from frontier_jax.runner.lock import OutputLock
 from frontier_jax.runner.netcdf import ExtraCoords, VarMeta
 from frontier_jax.runner.grid import Layout, decode_points, index_dtype, layout, point_arrays
 from frontier_jax.runner.sharing import SharedPart, representatives
+from frontier_jax.runner.signals import deferred_sigint as deferred_sigint  # noqa: F401 (re-exported)
 from frontier_jax.runner.spec import SweepSpec
 from frontier_jax.tracing import COMPILER_OPTIONS, inline_jnp
 
@@ -136,20 +136,35 @@ def _check_output_shapes(got: Any, n: int, outputs: Mapping[str, VarMeta], extra
                                 f"expected {want} from dims_extra {m.dims_extra}")
 
 
-def _resumable_chunk(partial: str, spec: SweepSpec, outputs: Mapping[str, VarMeta], process: tuple[int, int]) -> int:
-    """Check that `partial` belongs to this sweep and return the chunk size it was written with."""
-    import netCDF4
-
+def _resumable_chunk(partial: str, spec: SweepSpec, outputs: Mapping[str, VarMeta], process: tuple[int, int],
+                     prov: Mapping[str, str]) -> int:
+    """Check that `partial` belongs to this sweep, was computed the same way (provenance) and can be written to;
+    return the chunk size it was written with."""
+    start_over = option("--overwrite", "overwrite=True")
+    if os.path.isdir(partial):
+        raise FrontierError(f"{partial!r} is a directory, not an interrupted sweep; move it away or choose another "
+                            "output path")
     try:
-        with netCDF4.Dataset(partial, "r") as ds:
+        with netcdf.open_dataset(partial, "r") as ds:
             info = netcdf.progress_info(ds)
             same = (ds.getncattr("spec") == spec.to_json() and info["data_vars"] == list(outputs)
                     and info["size"] == spec.size and (info["process_index"], info["process_count"]) == process)
-    except (OSError, KeyError, AttributeError, IndexError) as e:
-        raise FrontierError(f"cannot resume from {partial!r} ({e}); pass overwrite=True to start over") from None
+            old_prov = netcdf.read_provenance(ds)
+    except (OSError, KeyError, AttributeError, IndexError, RuntimeError, ValueError) as e:
+        raise FrontierError(f"cannot resume from {partial!r} ({e}); start over with {start_over}") from None
     if not same:
         raise FrontierError(f"{partial!r} was written by a different spec, outputs or process split; "
-                            "pass overwrite=True to start over")
+                            f"start over with {start_over}")
+    provenance.compare(partial, old_prov, prov)
+    if not os.access(partial, os.W_OK):
+        raise FrontierError(f"cannot resume {partial!r}: the file is read-only; make it writable "
+                            f"(chmod u+w) or start over with {start_over}")
+    try:  # root passes os.access; a real open for update (no change made) tells the truth
+        with open(partial, "r+b"):
+            pass
+    except OSError as e:
+        raise FrontierError(f"cannot resume {partial!r}: it cannot be opened for writing ({e.strerror or e}); "
+                            f"start over with {start_over}") from None
     return info["chunk_points"]
 
 
@@ -165,12 +180,18 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
               extra_coords: ExtraCoords | None = None, chunk: int | None = None, resume: bool = False,
               overwrite: bool = False, progress: bool = True, devices: Sequence[Any] | None = None,
               process_index: int | None = None, process_count: int | None = None,
-              share: bool = True) -> SweepSummary:
+              share: bool = True, max_points: int | None = None,
+              provenance_extra: Mapping[str, str] | None = None) -> SweepSummary:
     """Evaluate `kernel` on every point of `spec`'s grid and stream the outputs to netCDF at `out_path`.
 
     With process_count > 1 this process computes chunks i with i % process_count == process_index and writes
     `OUT.part{index}of{count}.nc`; join the parts with `merge_parts`. `share=False` evaluates every point in full,
-    without the kernel's shared parts (sweep/sharing.py; the same values, for benchmarks and tests)."""
+    without the kernel's shared parts (sweep/sharing.py; the same values, for benchmarks and tests).
+
+    One writer per output: `OUT.partial` is guarded by an exclusive lock (runner/lock.py). The partial records what
+    determines its values (runner/provenance.py; `provenance_extra` adds entries) and a CRC32 per chunk; `resume`
+    refuses a partial made differently and recomputes chunks whose checksum fails. Grids above `max_points`
+    (default limits.max_points()) are refused before anything is compiled."""
     t_begin = time.perf_counter()
     extra = dict(extra_coords or {})
     outputs = dict(outputs_meta)
@@ -180,12 +201,25 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     final = out_path if proc[1] == 1 else netcdf.part_path(out_path, *proc)
     partial = final + ".partial"
     netcdf.check_out_path(final, overwrite)
-    if os.path.exists(partial) and not (resume or overwrite):
-        raise FrontierError(f"an interrupted sweep left {partial!r}; pass resume=True to continue it "
-                            "or overwrite=True to start over")
     if chunk is not None and chunk < 1:
-        raise FrontierError(f"chunk={chunk}; it must be a positive number of points")
+        raise FrontierError(f"{option(f'--chunk {chunk}', f'chunk={chunk}')}; it must be a positive number of points")
+    size = spec.size
+    limits.check_grid(spec, outputs, extra, max_points)
+    if os.path.isdir(partial):
+        raise FrontierError(f"{partial!r} is a directory, not an interrupted sweep; move it away or choose another "
+                            "output path")
+    with OutputLock(partial):
+        if os.path.exists(partial) and not (resume or overwrite):
+            raise FrontierError(f"an interrupted sweep left {partial!r}; pass {option('--resume', 'resume=True')} "
+                                f"to continue it or {option('--overwrite', 'overwrite=True')} to start over")
+        prov = provenance.collect(spec, outputs, extra, share=share, extra_items=provenance_extra)
+        return _run_locked(spec, kernel, outputs, extra, final, partial, proc, chunk, resume, progress, devices,
+                           share, prov, t_begin)
 
+
+def _run_locked(spec: SweepSpec, kernel: Kernel, outputs: dict[str, VarMeta], extra: ExtraCoords, final: str,
+                partial: str, proc: tuple[int, int], chunk: int | None, resume: bool, progress: bool,
+                devices: Sequence[Any] | None, share: bool, prov: dict[str, str], t_begin: float) -> SweepSummary:
     devices = list(devices) if devices is not None else jax.local_devices()
     if chunk is None:  # intermediates of a chunk stay in cache on a CPU; a GPU wants wide batches
         per = CPU_CHUNK_PER_DEVICE if devices[0].platform == "cpu" else GPU_CHUNK_PER_DEVICE
@@ -193,11 +227,10 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     mesh = Mesh(np.array(devices), (AXIS,))
     ndev = len(devices)
     lay, size = layout(spec), spec.size
-    host_arrays = point_arrays(spec)
 
     resuming = resume and os.path.exists(partial)
     if resuming:
-        chunk_pts = _resumable_chunk(partial, spec, outputs, proc)
+        chunk_pts = _resumable_chunk(partial, spec, outputs, proc, prov)
         if chunk_pts % ndev:
             raise FrontierError(f"{partial!r} used chunks of {chunk_pts} points, not a multiple of {ndev} devices; "
                                 "resume with the same number of devices")
@@ -205,54 +238,93 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
         chunk_pts = math.ceil(min(chunk, size) / ndev) * ndev
     n_chunks = math.ceil(size / chunk_pts)
     if size + chunk_pts > np.iinfo(index_dtype()).max:
-        raise FrontierError(f"{size} points overflow {index_dtype()} indices; enable jax_enable_x64")
+        raise FrontierError(f"{size} points overflow {index_dtype()} indices; compute in float64 "
+                            f"({option('without --float32', 'jax_enable_x64 on')})")
+    if not resuming:
+        limits.check_disk(final, spec, outputs, extra)
+    host_arrays = point_arrays(spec)
     per_dev = chunk_pts // ndev
     parts = sharing.plan(kernel, lay, per_dev, share)
     compiled, compile_s = _executable(kernel, lay, mesh, per_dev, host_arrays, outputs, extra, parts)
-    if resuming:
-        ds = netcdf.open_dataset(partial, "a")
-    else:
-        ds = netcdf.create(partial, spec, outputs, extra, attrs=netcdf.provenance_attrs(devices),
-                           chunk_points=chunk_pts, n_chunks=n_chunks, process_index=proc[0], process_count=proc[1])
-    bar = None
-    try:
-        done = netcdf.done_mask(ds)
-        todo = [i for i in range(proc[0], n_chunks, proc[1]) if not done[i]]
+    with signals.deferred() as interrupted:  # from here a signal stops the sweep between chunks
+        ds = None
+        bar = None
+        try:
+            if resuming:
+                ds = _guard_io(partial, lambda: netcdf.open_dataset(partial, "a"))
+                bad = _guard_io(partial, lambda: netcdf.verify_chunks(ds, spec.shape, list(outputs)))
+                if bad:
+                    print(f"frontier: note: {len(bad)} done chunk(s) of {partial!r} failed their checksum "
+                          f"(first: chunk {bad[0]}); recomputing them", file=sys.stderr)
+            else:
+                attrs = {**netcdf.provenance_attrs(devices), provenance.ATTR: provenance.dumps(prov)}
+                ds = _guard_io(partial, lambda: netcdf.create(
+                    partial, spec, outputs, extra, attrs=attrs, chunk_points=chunk_pts, n_chunks=n_chunks,
+                    process_index=proc[0], process_count=proc[1]))
+            done = netcdf.done_mask(ds)
+            mine = np.arange(proc[0], n_chunks, proc[1], dtype=np.int64)
+            todo = mine[~done[mine]]
+            n_points = int(len(todo)) * chunk_pts
+            if len(todo) and todo[-1] == n_chunks - 1:
+                n_points -= n_chunks * chunk_pts - size  # the last chunk is short
 
-        replicated = NamedSharding(mesh, P())
-        dev_arrays = {k: jax.device_put(v, replicated) for k, v in host_arrays.items()}
-        n_points = sum(min(chunk_pts, size - i * chunk_pts) for i in todo)
-        dtypes = {k: np.dtype(m.dtype) for k, m in outputs.items()}
-        bar = _progress_bar(n_points, spec.name, progress)
-        start_dt = index_dtype()
+            replicated = NamedSharding(mesh, P())
+            dev_arrays = {k: jax.device_put(v, replicated) for k, v in host_arrays.items()}
+            dtypes = {k: np.dtype(m.dtype) for k, m in outputs.items()}
+            bar = _progress_bar(n_points, spec.name, progress)
+            start_dt = index_dtype()
 
-        writer = _Writer(ds, spec.shape, chunk_pts, size, bar)
+            writer = _Writer(ds, spec.shape, chunk_pts, size, bar)
 
-        def finish(i: int, result: dict[str, jax.Array]) -> None:
-            n = min(chunk_pts, size - i * chunk_pts)
-            writer.add(i, {k: np.asarray(result[k])[:n].astype(dtypes[k], copy=False) for k in outputs})
+            def finish(i: int, result: dict[str, jax.Array]) -> None:
+                n = min(chunk_pts, size - i * chunk_pts)
+                host = {k: np.asarray(result[k])[:n].astype(dtypes[k], copy=False) for k in outputs}
+                _guard_io(partial, lambda: writer.add(i, host))
 
-        pending = None
-        with deferred_sigint() as interrupted:
-            for i in todo:  # dispatch chunk i before pulling chunk i-1 to the host: compute overlaps the write
-                if interrupted:
+            pending = None
+            for i in todo.tolist() if len(todo) < 1 << 20 else todo:
+                if interrupted:  # dispatch chunk i before pulling chunk i-1 to the host: compute overlaps the write
                     break
-                result = compiled(np.asarray(i * chunk_pts, dtype=start_dt), dev_arrays)
+                result = compiled(np.asarray(int(i) * chunk_pts, dtype=start_dt), dev_arrays)
                 if pending is not None:
                     finish(*pending)
-                pending = (i, result)
+                pending = (int(i), result)
             if pending is not None:
                 finish(*pending)  # computed already: keep it
-            writer.flush()
+            _guard_io(partial, writer.flush)
             if interrupted:
-                raise KeyboardInterrupt
-    finally:
-        if bar is not None:  # also on Ctrl-C, so that the interruption message starts on its own line
-            bar.close()
-        ds.close()
-    os.replace(partial, final)
+                raise Interrupted(interrupted[0])
+        finally:
+            if bar is not None:  # also on Ctrl-C, so that the interruption message starts on its own line
+                bar.close()
+            if ds is not None:
+                try:
+                    ds.close()
+                except (RuntimeError, OSError):  # a full disk can fail the close too; chunks marked done are safe
+                    pass
+        os.replace(partial, final)
     seconds = time.perf_counter() - t_begin
     return SweepSummary(n_points, seconds, compile_s, n_points / max(seconds - compile_s, 1e-9), final)
+
+
+def _guard_io(partial: str, fn: Callable[[], Any]) -> Any:
+    """Run a netCDF operation on the partial file; its low-level failures (disk full, I/O error) become one line
+    that says the partial stays resumable."""
+    try:
+        return fn()
+    except FrontierError:
+        raise
+    except (RuntimeError, OSError) as e:
+        text = str(e)
+        hint = ""
+        try:
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(partial))).free
+            if free < 64 << 20:
+                hint = f"; the disk is (nearly) full ({free / 2**20:.0f} MiB free)"
+        except OSError:
+            pass
+        raise FrontierError(f"writing {partial!r} failed ({text}{hint}); free space or fix the path, then rerun "
+                            f"with {option('--resume', 'resume=True')} (chunks already written are kept)") from None
 
 
 def _write_chunk(ds: Any, shape: tuple[int, ...], a: int, b: int, host: Mapping[str, np.ndarray]) -> None:
@@ -289,38 +361,14 @@ class _Writer:
         names = self.chunks[0][1].keys()
         host = {k: np.concatenate([h[k] for _, h in self.chunks]) if len(self.chunks) > 1 else self.chunks[0][1][k]
                 for k in names}
+        crcs = [netcdf.chunk_crc(h) for _, h in self.chunks]
         _write_chunk(self.ds, self.shape, a, b, host)
-        netcdf.mark_done(self.ds, slice(first, last + 1))
+        netcdf.mark_done(self.ds, slice(first, last + 1), crcs)
         self.chunks = []
         self.bar.update(b - a)
         self.writes += 1
         if self.writes % TRIM_EVERY_WRITES == 1:
             release_free_heap()
-
-
-@contextmanager
-def deferred_sigint() -> Iterator[list[int]]:
-    """While the chunks run, Ctrl-C (SIGINT) only sets a flag, which the chunk loop reads between chunks: the
-    interruption then happens where the partial file is consistent, never inside a netCDF write, and it cannot be
-    lost in a place that swallows exceptions (a KeyboardInterrupt raised inside a finalizer or a C extension's
-    callback is reported and dropped). A second Ctrl-C interrupts at once. Outside the main thread (where Python
-    cannot take signals) it does nothing."""
-    flag: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag:
-            signal.default_int_handler(signum, frame)
-        flag.append(signum)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _progress_bar(total: int, name: str, enabled: bool) -> Any:

@@ -161,6 +161,9 @@ def load_spec(src: str | os.PathLike | Mapping[str, Any], registry: Mapping[str,
 
 def _plain(obj: Any) -> Any:
     """Deep-copy a mapping into plain dicts/lists so the spec can be serialised and compared."""
+    if isinstance(obj, np.ma.MaskedArray):
+        raise FrontierError("a masked array was given in the spec; its mask would be lost: pass plain values "
+                            "(arr.compressed() drops the masked ones, arr.filled(x) replaces them)")
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, np.ndarray)):
@@ -199,6 +202,7 @@ def _build(raw: Mapping[str, Any], registry: Mapping[str, InputSpec], text: str 
     title = sweep.get("title", name)
     if not all(isinstance(v, str) for v in (name, title, description)):
         raise FrontierError("[sweep] name, title and description must be strings; quote them")
+    _check_name(name)
     if not axes_raw and not fixed_raw:
         raise FrontierError("spec has no [axes] and no [fixed] inputs; add an [axes] table")
 
@@ -233,6 +237,25 @@ def _build(raw: Mapping[str, Any], registry: Mapping[str, InputSpec], text: str 
     )
     axes = tuple(_axis(registry[k], v, choices_of) for k, v in axes_raw.items())
     return SweepSpec(name, title, description, axes, fixed, choices, raw=_plain(raw), source=text)
+
+
+# Integers travel to the kernel as floats: above 2**53 they are no longer exact (and past 2**63 the file's int64
+# cannot hold them).
+MAX_INTEGER = 2**53
+# Continuous inputs must lie (in magnitude, unless 0) in [MIN_MAGNITUDE, MAX_MAGNITUDE]: values outside are
+# unrepresentable in float32 (denormal or overflowing) or make the model's latencies and costs non-finite (a rate of
+# 1e-300 req/s, a KV link of 1e300 B/s). No real input comes near these bounds.
+MIN_MAGNITUDE, MAX_MAGNITUDE = 1e-15, 1e18
+MAX_NAME = 200
+
+
+def _check_name(name: str) -> None:
+    """`name` is the default output file name (NAME.nc): a plain file name, not a path."""
+    bad = (not name.strip() or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0")
+           or any(ord(c) < 32 for c in name) or len(name.encode()) > MAX_NAME)
+    if bad:
+        raise FrontierError(f"[sweep] name = {name!r} cannot be a file name (it is the default output NAME.nc): use "
+                            f"1 to {MAX_NAME} letters, digits, '-', '_' or '.', not starting with '.', no '/'")
 
 
 def _axis(inp: InputSpec, entry: Any, choices_of: Callable[[InputSpec], tuple[str, ...]]) -> Axis:
@@ -273,6 +296,10 @@ def _range(inp: InputSpec, form: str, arg: Any, where: str) -> list[float]:
         raise FrontierError(f"{where}: {form} num must be an integer, got {num!r}")
     if num < 1:
         raise FrontierError(f"{where}: {form} num is {num}; it must be at least 1")
+    from frontier_jax.runner.limits import MAX_AXIS
+    if num > MAX_AXIS:
+        raise FrontierError(f"{where}: {form} num is {num:,}; one axis holds at most {MAX_AXIS:,} values "
+                            "(and the whole grid is limited too); use fewer points")
     if start > stop:
         raise FrontierError(f"{where}: {form} start {start:g} > stop {stop:g}; swap them (axes must increase)")
     if form == "logspace":
@@ -292,7 +319,11 @@ def _range(inp: InputSpec, form: str, arg: Any, where: str) -> list[float]:
 def _number(v: Any, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise FrontierError(f"{where}: expected a number, got {v!r}; write it without quotes")
-    if not math.isfinite(v):
+    try:
+        finite = math.isfinite(v)
+    except OverflowError:  # a Python int beyond float range
+        finite = False
+    if not finite:
         raise FrontierError(f"{where}: {v!r} is not finite; give a finite number")
     return float(v)
 
@@ -303,9 +334,19 @@ def _check_value(inp: InputSpec, v: Any, where: str, choices_of: Callable[[Input
             raise FrontierError(f"{where}: expected a name (string), got {v!r}; quote it")
         opts = choices_of(inp)
         if v not in opts:
+            explain = getattr(inp.choices_fn, "explain", None)
+            why = explain(v) if explain is not None else None
+            if why:
+                raise FrontierError(f"{where}: {inp.name} {v!r} cannot be used: {why}")
             raise FrontierError(f"{where}: unknown {inp.name} {v!r}; {_suggest(v, opts)}")
         return v
     x = _number(v, where)
+    if inp.kind == "integer" and abs(x) > MAX_INTEGER:
+        raise FrontierError(f"{where}: {inp.name} = {x:g} is too large for an integer input; at most 2**53 = "
+                            f"{MAX_INTEGER}")
+    if inp.kind == "continuous" and x != 0 and not MIN_MAGNITUDE <= abs(x) <= MAX_MAGNITUDE:
+        raise FrontierError(f"{where}: {inp.name} = {x:g} is outside the representable range ({MIN_MAGNITUDE:g} to "
+                            f"{MAX_MAGNITUDE:g} in magnitude, or 0); check its units ({inp.units})")
     lo_bad = inp.lower is not None and (x < inp.lower or (inp.lower_open and x == inp.lower))
     hi_bad = inp.upper is not None and (x > inp.upper or (inp.upper_open and x == inp.upper))
     if lo_bad or hi_bad:
