@@ -85,14 +85,16 @@ def test_pools_median_errors_meet_the_target(pool_results):
 
 def test_pools_agreement_level_reached(pool_results):
     """The regression guard at the level reached (measured: TTFT median 3.9 %, p90 23.0 %; TPOT median 6.5 %,
-    p90 37.3 %; disaggregated TTFT p90 22.0 %, TPOT p90 14.8 %)."""
+    p90 37.3 %; disaggregated TTFT p90 22.0 %, TPOT p90 14.8 %). Since the prefill pool reserves its link wait a
+    second time for the receiving end (commit 47c679d) the disaggregated TTFT p90 is 25.4 %: the simulator has no
+    receiving-link queue, so the closed form is conservative there by that reserve."""
     s = validation.summarise_pools(pool_results)
     assert s["all/all/ttft"]["median"] <= 0.05
     assert s["all/all/ttft"]["p90"] <= 0.25
     assert s["all/all/tpot"]["median"] <= 0.08
     assert s["all/all/tpot"]["p90"] <= 0.40
     # the disaggregated pools (prefill-only servers, decode batches without prefill stalls) are the close ones
-    assert s["all/disaggregated/ttft"]["p90"] <= 0.25
+    assert s["all/disaggregated/ttft"]["p90"] <= 0.26
     assert s["all/disaggregated/tpot"]["p90"] <= 0.17
 
 
