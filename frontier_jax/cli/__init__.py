@@ -7,16 +7,16 @@ import os
 import sys
 
 from ..errors import FrontierError
-from . import breakeven, calibrate, catalog, evaluate, merge, plot, reproduce, sweep, validate
+from . import breakeven, calibrate, catalog, evaluate, merge, pareto, plot, reproduce, sweep, validate
 
-COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, reproduce)
+COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, pareto, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     p = argparse.ArgumentParser(prog="frontier", description="Cost per SLO-compliant token of colocated, chunked-"
                                 "prefill and disaggregated LLM serving; million-point sweeps in JAX. With no "
-                                "arguments: run the default sweep (sweeps/default.toml).")
+                                "arguments: run the default sweep (sweeps/default.toml) and write (or replace) default.nc.")
     sub = p.add_subparsers(dest="command")
     for command in COMMANDS:
         command.register(sub)
@@ -28,12 +28,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     a = parser.parse_args(argv)
-    if a.command is None:
-        a = parser.parse_args(["sweep"])
+    if a.command is None:  # the main job, re-runnable as written: it replaces its own default output
+        a = parser.parse_args(["sweep", "--overwrite"])
     try:
         a.run(a)
     except FrontierError as err:
-        print(f"frontier: error: {err}", file=sys.stderr)
+        msg = str(err).replace("pass overwrite=True", "pass --overwrite").replace("pass resume=True", "pass --resume")
+        print(f"frontier: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frontier: interrupted; rerun with --resume to continue a sweep", file=sys.stderr)
