@@ -44,7 +44,7 @@ def configure() -> None:
 
 # The configuration choices are data (traced arrays of fixed lengths), not part of the compiled program: a pinned
 # value fills its candidate array, so evaluate(tp_prefill=2) and evaluate(tp_prefill=4) share one executable.
-_TRACES = {"kernel": 0, "configs": 0}  # how often each program was traced (tests count recompilations)
+_TRACES = {"kernel": 0}  # how often each program was traced (tests count recompilations)
 
 
 @partial(jax.jit, compiler_options=COMPILER_OPTIONS)  # one point: compile-bound
@@ -53,18 +53,6 @@ def _kernel(point, demand, price, cfg):
     space = SearchSpace(**cfg)
     with inline_jnp():  # the same program, traced faster (frontier_jax/tracing.py)
         return jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(point, demand, price)
-
-
-@partial(jax.jit, compiler_options=COMPILER_OPTIONS)
-def _configs_kernel(point, demand, price, cfgs):
-    """evaluate_point at each single configuration of `cfgs` (leaves (N, 1)): outputs (N, points, ...)."""
-    _TRACES["configs"] += 1
-
-    def one(cfg):
-        space = SearchSpace(**cfg)
-        return jax.vmap(lambda p, d, c: evaluate_point(p, d, c, space))(point, demand, price)
-    with inline_jnp():
-        return jax.lax.map(one, cfgs)
 
 
 def search_space(tp=None, tp_prefill=None, tp_decode=None, chunk=None, overlap=None) -> SearchSpace:

@@ -3,7 +3,8 @@ the Pareto view of output tokens/s per GPU against tokens/s per user (`pareto`),
 fixed number of GPUs carries (`budget`), and the assumptions behind an answer (`assumptions`).
 
 Each configuration is evaluated by the same model and code path as `evaluate`, with the search space reduced to
-that one configuration (api._configs_kernel: the configurations are data, one compiled program for all of them).
+that one configuration (api._kernel with the configuration pinned: pins are data, so evaluate's one compiled
+program serves every configuration).
 Colocated: TP; chunked: TP x chunk; disaggregated: prefill TP x decode TP (with layer-wise overlap, which
 dominates: costmodel.search.searched_overlaps). Ranks are by cost per SLO-compliant output token, infeasible
 configurations last (NaN). `evaluate`'s answer is the cheapest of its search; rank 1 is the same configuration
@@ -55,11 +56,19 @@ def configurations(space: SearchSpace) -> tuple[dict, np.ndarray]:
 
 
 def per_configuration(flat, space: SearchSpace) -> tuple[dict, np.ndarray]:
-    """The model's outputs at every configuration: {name: (N, points, ...)} and valid (N, 3)."""
-    from .api import _configs_kernel
+    """The model's outputs at every configuration: {name: (N, points, ...)} and valid (N, 3). Each configuration
+    runs `evaluate`'s own compiled program with that configuration pinned (pins are data: no compilation beyond
+    evaluate's one)."""
+    from .api import _kernel, search_space, space_arrays
     cfgs, valid = configurations(space)
-    out = _configs_kernel(*flat, cfgs)._asdict()
-    return {k: np.asarray(v) for k, v in out.items()}, valid
+    outs = []
+    for j in range(valid.shape[0]):
+        pinned = search_space(tp=float(cfgs["tp"][j, 0]), chunk=float(cfgs["chunk"][j, 0]),
+                              tp_prefill=float(cfgs["tp_prefill"][j, 0]), tp_decode=float(cfgs["tp_decode"][j, 0]),
+                              overlap=float(cfgs["overlap"][j, 0]))
+        outs.append(_kernel(*flat, space_arrays(pinned))._asdict())
+    out = {k: np.stack([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+    return out, valid
 
 
 def rank_order(cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
