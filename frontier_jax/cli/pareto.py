@@ -39,8 +39,9 @@ def run(a) -> None:
     for arch in ds["arch"].values:
         d = ds.sel(arch=arch)
         on = d["on_front"].values.astype(bool)
-        pts = sorted(zip(d["tokens_per_user"].values[on], d["throughput"].values[on], d["tp_prefill"].values[on],
-                         d["tp_decode"].values[on]))
+        pts = sorted({(round(float(u), 1), round(float(g), 1), float(p), float(q)) for u, g, p, q in zip(
+            d["tokens_per_user"].values[on], d["throughput"].values[on], d["tp_prefill"].values[on],
+            d["tp_decode"].values[on])})
         print(f"{arch}: " + "; ".join(f"{u:.0f} tok/s/user -> {g:.0f} tok/s/GPU (TP {p:g}/{q:g})"
                                       for u, g, p, q in pts if math.isfinite(g)))
     print(a.output)
