@@ -81,7 +81,7 @@ def run(a) -> None:
             cells = [_fmt(v) for v in vals]
         note = "   (fluid: per prefill instance; pass --rate or --gpus for whole instances)" if (
             fluid and r in ("gpus", "n_decode")) else ""
-        print(f"{r:22s}" + "".join(f"{c:>16s}" for c in cells) + f"   {units}{note}")
+        print(f"{r:22s}" + "".join(f"{c:>{max(16, len(c) + 1)}s}" for c in cells) + f"   {units}{note}")
     for i, arch in enumerate(archs):
         if int(ds["reason"].values[i]) == 4:  # exceeds_total_gpus: say what it would need
             print(f"{arch}: infeasible on {a.total_gpus} GPUs; needs {needed_gpus(ds['gpus'].values[i])} GPUs at "
