@@ -8,7 +8,7 @@ from .errors import FrontierError
 
 # Common names that mean something the model spells differently.
 ALIASES = {"precision": {"fp16": "bf16", "float16": "bf16", "half": "bf16", "bfloat16": "bf16", "float8": "fp8",
-                         "fp8_e4m3": "fp8", "e4m3": "fp8", "int8": "fp8"}}
+                         "fp8_e4m3": "fp8", "e4m3": "fp8"}}
 ALIAS_WHY = {("precision", "bf16"): "16-bit weights and KV run as bf16 in the model",
              ("precision", "fp8"): "8-bit weights and KV are modelled as fp8"}
 
@@ -27,14 +27,15 @@ def closest(name: str, known: Sequence[str], n: int = 3) -> list[str]:
 
 def unknown(what: str, name, known: Sequence[str], extra: str = "") -> FrontierError:
     """FrontierError for an unknown name: the nearest known names (or the list when none is near)."""
+    listed = f"unknown {what} {name!r}; known: {', '.join(known)}"
     alias = ALIASES.get(what, {}).get(str(name).strip().lower())
     if alias is not None:
         why = ALIAS_WHY.get((what, alias), "")
-        return FrontierError(f"unknown {what} {name!r}; use {alias!r}" + (f" ({why})" if why else ""))
+        return FrontierError(f"{listed}; use {alias!r}" + (f" ({why})" if why else ""))
     near = closest(str(name), known)
     if near:
-        return FrontierError(f"unknown {what} {name!r}; did you mean {' or '.join(repr(x) for x in near)}?" + extra)
-    return FrontierError(f"unknown {what} {name!r}; known: {', '.join(known)}" + extra)
+        return FrontierError(f"{listed}; did you mean {' or '.join(repr(x) for x in near)}?" + extra)
+    return FrontierError(listed + extra)
 
 
 def check_name(what: str, name, known: Sequence[str], extra: str = "") -> str:
@@ -52,5 +53,5 @@ def check_percentile(value) -> None:
         x = float(value)
     except (TypeError, ValueError):
         return
-    if 1.0 < x < 100.0:
+    if 50.0 <= x < 100.0:  # a percent-looking number; (1, 50) keeps the generic range message
         raise FrontierError(f"percentile {value!r} is a fraction in (0, 1): write {x / 100:g} for p{x:g}")

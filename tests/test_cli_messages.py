@@ -79,13 +79,3 @@ def test_bare_frontier_replaces_its_default_output(monkeypatch):
     monkeypatch.setattr(cli.sweep, "run", lambda a: seen.append((a.spec, a.overwrite, a.resume)))
     assert cli.main([]) == 0 and cli.main([]) == 0
     assert seen == [(None, True, False), (None, True, False)]
-
-
-def test_overwrite_hint_names_the_cli_flag(tmp_path):
-    spec = tmp_path / "t.toml"
-    spec.write_text("[sweep]\nname='t'\n[fixed]\nhardware='h100-80gb-sxm'\nmodel='llama-3.1-8b'\nttft=1.0\n"
-                    "tpot=0.05\ninput_len=512\noutput_len=64\n")
-    (tmp_path / "t.nc").write_text("old")
-    rc, _, err = frontier("sweep", "t.toml", "-o", "t.nc", cwd=tmp_path)
-    assert rc == 2 and "--overwrite" in err and "overwrite=True" not in err
-    assert (tmp_path / "t.nc").read_text() == "old"

@@ -33,8 +33,7 @@ def main(argv=None) -> int:
     try:
         a.run(a)
     except FrontierError as err:
-        msg = str(err).replace("pass overwrite=True", "pass --overwrite").replace("pass resume=True", "pass --resume")
-        print(f"frontier: error: {msg}", file=sys.stderr)
+        print(f"frontier: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("frontier: interrupted; rerun with --resume to continue a sweep", file=sys.stderr)
