@@ -212,16 +212,52 @@ def plot_file(path: str, out: str | None = None, *, x: str | None = None, y: str
     """Plot a sweep or break-even netCDF file to `out` (default: the file name with .png); returns the path."""
     import xarray as xr
 
+    if str(path).lower().endswith(".toml"):
+        raise FrontierError(f"{path!r} is a spec, not a result: run `frontier sweep {path} -o RESULT.nc`, then "
+                            "`frontier plot RESULT.nc`")
     out = out or os.path.splitext(path)[0] + ".png"
-    with xr.open_dataset(path) as ds:
+    check_figure_path(out)
+    if x is not None and facet is not None and x == facet:
+        raise FrontierError(f"--facet {facet!r} is also --x; choose another axis to facet by (or --facet none)")
+    try:
+        ds = xr.open_dataset(path)
+    except Exception as e:  # noqa: BLE001 - any reader error is a file that is not ours
+        raise FrontierError(f"{path!r} is not a netCDF file written by frontier ({type(e).__name__}); pass the .nc "
+                            "file of `frontier sweep` or `frontier breakeven`") from None
+    with ds:
         if "breakeven_solve_for" in ds.attrs:
             fig = plot_breakeven(ds, x=x, facet=facet, sel=sel)
         elif "best_arch" in ds:
             fig = plot_sweep(ds, x=x, y=y, facet=facet, sel=sel)
         else:
             raise FrontierError(f"{path!r} is neither a sweep file (best_arch) nor a break-even file")
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    try:
+        fig.savefig(out, dpi=120, bbox_inches="tight")
+    except OSError as e:
+        if os.path.exists(out):
+            os.remove(out)
+        raise FrontierError(f"cannot write {out!r} ({e.strerror or e}); choose another -o path") from None
+    plot_file.notes = getattr(fig, "frontier_notes", [])
     return out
+
+
+plot_file.notes = []  # the axes the last plot_file fixed ("AXIS=VALUE (first value)"), for the CLI to report
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp", "pgf", "raw", "rgba",
+                  "svgz")
+
+
+def check_figure_path(out: str) -> None:
+    """FrontierError unless `out` names a figure format matplotlib writes, in an existing, writable folder."""
+    ext = os.path.splitext(out)[1].lstrip(".").lower()
+    if ext not in FIGURE_FORMATS:
+        raise FrontierError(f"-o {out!r}: unknown figure format {ext or '(none)'!r}; end it in .png, .pdf or .svg")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise FrontierError(f"-o {out!r}: folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or folder.startswith("/proc"):
+        raise FrontierError(f"-o {out!r}: folder {folder!r} is not writable; choose another -o path")
 
 
 def _continuous(da) -> list[str]:
@@ -240,11 +276,14 @@ def _facet(da, facet):
 
 def _select(ds, keep: list[str], sel: Mapping[str, str] | None):
     """Fix every dimension not in `keep`: at the --sel value (nearest for numbers) or at its first value."""
+    from .hints import closest
     sel = dict(sel or {})
     notes = []
     for k in sel:
         if k not in ds.dims:
-            raise FrontierError(f"--sel {k}: not an axis of the file; axes: {', '.join(ds.dims)}")
+            near = closest(k, [d for d in ds.dims if d != "arch"])
+            raise FrontierError(f"--sel {k}: not an axis of the file" + (f"; did you mean {near[0]!r}?" if near
+                                else f"; axes: {', '.join(ds.dims)}"))
         if k in keep:
             raise FrontierError(f"--sel {k}: it is plotted; fix another axis")
     for d in list(ds.dims):
@@ -253,27 +292,50 @@ def _select(ds, keep: list[str], sel: Mapping[str, str] | None):
         if d in sel:
             coord = ds[d]
             if np.issubdtype(coord.dtype, np.number):
-                ds = ds.sel({d: float(sel[d])}, method="nearest")
+                try:
+                    value = float(sel[d])
+                except ValueError:
+                    raise FrontierError(f"--sel {d}={sel[d]}: write a plain number in {d}'s units "
+                                        f"({_units(ds, d) or '1'}), e.g. {d}={_fmt(coord.values[0])}") from None
+                if not np.isfinite(value):
+                    raise FrontierError(f"--sel {d}={sel[d]}: write a finite number; {d} runs from "
+                                        f"{_fmt(coord.values.min())} to {_fmt(coord.values.max())}")
+                ds = ds.sel({d: value}, method="nearest")
             else:
                 if sel[d] not in [str(v) for v in coord.values]:
                     raise FrontierError(f"--sel {d}={sel[d]}: not a value of {d}; values: "
                                         f"{', '.join(str(v) for v in coord.values)}")
                 ds = ds.sel({d: sel[d]})
+            notes.append(f"{d}={_quantity(ds, d, ds[d].values.item())}")
         else:
             ds = ds.isel({d: 0})
-        notes.append(f"{d}={_quantity(ds, d, ds[d].values.item())}")
+            notes.append(f"{d}={_quantity(ds, d, ds[d].values.item())} (first value; --sel {d}=VALUE to choose)")
     return ds, notes
 
 
 def plot_sweep(ds, *, x=None, y=None, facet=None, sel=None) -> Figure:
     """best_arch over (x, y), one panel per value of `facet` (default x, y: the first two continuous axes)."""
+    from .hints import closest
     da = ds["best_arch"]
+    for name, flag in ((x, "--x"), (y, "--y"), (facet, "--facet")):
+        if name not in (None, "", "none") and name not in da.dims:
+            near = closest(name, list(da.dims))
+            raise FrontierError(f"{flag} {name!r}: not an axis of the file" + (
+                f"; did you mean {near[0]!r}?" if near else f"; axes: {', '.join(da.dims)}"))
+    for name, flag in ((x, "--x"), (y, "--y")):
+        if name is not None and not np.issubdtype(ds[name].dtype, np.number):
+            raise FrontierError(f"{flag} {name!r} is categorical; put it in --facet (or --sel {name}=VALUE) and plot "
+                                "a numeric axis")
     facet = _facet(da, facet)
+    if facet is not None and facet in (x, y):
+        raise FrontierError(f"--facet {facet!r} is also plotted on an axis; facet by another axis (or --facet none)")
     cont = [d for d in _continuous(da) if d != facet and d not in (sel or {})]
     if x is None and y is None and cont[:2] == ["output_len", "input_len"]:
         cont[:2] = ["input_len", "output_len"]  # length maps: input_len on x in every figure
     x = x or (cont[0] if cont else None)
     y = y or next((d for d in cont if d != x), None)
+    if x is not None and y is None:
+        return plot_sweep_lines(ds, x=x, facet=facet, sel=sel)
     for name, flag in ((x, "--x"), (y, "--y")):
         if name is None or name not in da.dims:
             raise FrontierError(f"{flag} {name!r}: need two axes to map; axes: {', '.join(da.dims)}")
@@ -292,6 +354,55 @@ def plot_sweep(ds, *, x=None, y=None, facet=None, sel=None) -> Figure:
         ax.set_title(str(fv) if fv is not None else ds.attrs.get("sweep_name", ""), fontsize=TITLE_SIZE)
     fig.suptitle(ds.attrs.get("title", "") + ("\n" + ", ".join(notes) if notes else ""), fontsize=SUPTITLE_SIZE)
     _arch_legend(fig)
+    fig.frontier_notes = [n for n in notes if "first value" in n]
+    return fig
+
+
+def plot_sweep_lines(ds, *, x, facet=None, sel=None) -> Figure:
+    """A sweep with one axis to plot: cost per SLO-compliant output token against `x`, one line per architecture
+    (log axes for log-spaced x), one panel per value of `facet`."""
+    keep = [d for d in (facet, x) if d]
+    sub, notes = _select(ds[["cost_per_mtok"]], keep, sel)
+    facets = list(sub[facet].values) if facet else [None]
+    fig, axs = _wrapped(len(facets))
+    xv = sub[x].values
+    for ax, fv in zip(axs, facets):
+        panel = sub["cost_per_mtok"].sel({facet: fv}) if facet else sub["cost_per_mtok"]
+        for a in Arch:
+            ax.plot(xv, panel.isel(arch=int(a)).values, color=ARCH_COLORS[int(a)], label=ARCH_LABELS[int(a)],
+                    marker="o" if len(xv) < 12 else None, ms=3)
+        if _is_log(xv):
+            ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(axis_label(ds, x))
+        ax.set_ylabel(axis_label(ds, "cost_per_mtok"))
+        ax.set_title(str(fv) if fv is not None else ds.attrs.get("sweep_name", ""), fontsize=TITLE_SIZE)
+    fig.suptitle(ds.attrs.get("title", "") + ("\n" + ", ".join(notes) if notes else ""), fontsize=SUPTITLE_SIZE)
+    axs[0].legend(fontsize=7)
+    fig.frontier_notes = [n for n in notes if "first value" in n]
+    return fig
+
+
+def plot_pareto(ds) -> Figure:
+    """planning.pareto's dataset: output tokens/s per GPU against tokens/s per user, every configuration and TPOT
+    bound as a dot, each architecture's Pareto front as a line."""
+    fig, axs = _grid(1, 1, 5.2, 3.8)
+    ax = np.ravel(axs)[0]
+    for a in Arch:
+        x = ds["tokens_per_user"].isel(arch=int(a)).values.ravel()
+        y = ds["throughput"].isel(arch=int(a)).values.ravel()
+        front = ds["on_front"].isel(arch=int(a)).values.ravel().astype(bool)
+        c = ARCH_COLORS[int(a)]
+        ax.scatter(x, y, s=8, color=c, alpha=0.35)
+        order = np.argsort(x[front])
+        ax.plot(x[front][order], y[front][order], color=c, marker="o", ms=3, label=ARCH_LABELS[int(a)])
+    ax.set_xlabel("output tokens/s per user (1 / TPOT) [s-1]")
+    ax.set_ylabel("output tokens/s per GPU [s-1]")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    t = ds.attrs
+    ax.set_title(f"{t.get('model', '')} on {t.get('hardware', '')}: Pareto fronts over configurations and TPOT "
+                 "bounds", fontsize=TITLE_SIZE)
     return fig
 
 

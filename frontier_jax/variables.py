@@ -85,6 +85,17 @@ POINT_VARIABLES: tuple[Variable, ...] = (
 )
 POINT = {v.name: v for v in POINT_VARIABLES}
 
+# The capacity planner's outputs (frontier_jax.planning): ranked configurations, the Pareto view, a GPU budget.
+PLANNING_VARIABLES: tuple[Variable, ...] = (
+    Variable("tokens_per_user", "s-1", "output tokens per second per user at the operating point (1 / TPOT)"),
+    Variable("max_rate", "s-1", "largest SLO-compliant request rate on the GPU budget (requests per second)"),
+    Variable("budget_cost_per_mtok", USD_PER_MTOK, "cost per SLO-compliant output token with every GPU of the "
+                                                   "budget paid for, at max_rate (USD per million output tokens)"),
+    _flag("on_front", "on the architecture's Pareto front of output tokens/s per GPU against tokens/s per user",
+          [0, 1], ("no", "yes")),
+)
+PLANNING = {v.name: v for v in PLANNING_VARIABLES}
+
 ARCH_COORD = ("arch", list(ARCHS), {"long_name": "serving architecture"})
 
 

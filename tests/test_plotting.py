@@ -238,3 +238,88 @@ def test_no_pyplot_and_no_matplotlib_in_the_papers():
         assert "matplotlib" not in (root / path).read_text(), path
     from frontier_jax.papers import plot_frontier
     assert callable(plot_frontier)
+
+
+# ---- issue 20: one-axis sweeps as lines, unlisted axes reported, `frontier plot` mistakes in one line ----
+def _cost_ds(kv=(1e9, 1e10, 1e11)):
+    """A sweep file with input_len (log-spaced), hardware and kv_bandwidth axes, cost and best_arch."""
+    shape = (len(HW), len(INPUT), len(kv), len(ARCHS))
+    cost = np.linspace(0.1, 3.0, int(np.prod(shape))).reshape(shape)
+    best = _codes(shape[:-1]).astype(np.int8)
+    return xr.Dataset({"best_arch": (("hardware", "input_len", "kv_bandwidth"), best, POINT["best_arch"].attrs()),
+                       "cost_per_mtok": (("hardware", "input_len", "kv_bandwidth", "arch"), cost,
+                                         POINT["cost_per_mtok"].attrs())},
+                      coords={"hardware": ("hardware", HW, {"units": "1"}), "arch": list(ARCHS),
+                              "input_len": ("input_len", INPUT, LEN_ATTRS["input_len"]),
+                              "kv_bandwidth": ("kv_bandwidth", np.asarray(kv), {"units": "byte s-1"})},
+                      attrs={"title": "synthetic", "sweep_name": "synthetic"})
+
+
+def test_one_axis_sweep_plots_lines_one_per_architecture_with_log_x(tmp_path):
+    ds = _cost_ds(kv=(5e10,))
+    fig = plotting.plot_sweep(ds)
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == len(ARCHS)                           # one line per architecture
+    assert ax.get_xscale() == "log"                                    # INPUT is log-spaced (128 .. 32768)
+    colors = {to_hex(line.get_color()) for line in ax.get_lines()}
+    assert colors == {plotting.ARCH_COLORS[int(a)] for a in Arch}
+    assert "USD" in ax.get_ylabel()
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), INPUT)
+
+
+def test_unlisted_axes_are_reported_not_silently_fixed(tmp_path):
+    path = tmp_path / "s.nc"
+    _cost_ds().to_netcdf(path)
+    out = plotting.plot_file(str(path), str(tmp_path / "s.png"), x="input_len", y="kv_bandwidth", facet="none")
+    assert Path(out).is_file()
+    assert len(plotting.plot_file.notes) == 1
+    assert plotting.plot_file.notes[0].startswith("hardware=a100-80gb-sxm")       # HW[0], the first value
+    assert "--sel hardware=VALUE" in plotting.plot_file.notes[0]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(sel={"kv_bandwidth": "abc"}), "plain number"),
+    (dict(sel={"kv_bandwidth": "nan"}), "finite"),
+    (dict(sel={"kv_bandwidth": "50GB"}), "plain number"),
+    (dict(sel={"kv_bandwith": "5e10"}), "did you mean 'kv_bandwidth'"),
+    (dict(x="hardware"), "categorical"),
+    (dict(x="input_len", facet="input_len"), "also"),
+])
+def test_plot_mistakes_are_one_line_errors(tmp_path, kwargs, words):
+    path = tmp_path / "s.nc"
+    _cost_ds().to_netcdf(path)
+    with pytest.raises(frontier_jax.FrontierError, match=words) as e:
+        plotting.plot_file(str(path), str(tmp_path / "s.png"), **kwargs)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_plot_output_paths_and_inputs_are_checked_before_drawing(tmp_path):
+    path = tmp_path / "s.nc"
+    _cost_ds().to_netcdf(path)
+    for out, words in ((tmp_path / "missing" / "a.png", "does not exist"), (tmp_path / "a.xyz", "format"),
+                       ("/proc/a.png", "not writable")):
+        with pytest.raises(frontier_jax.FrontierError, match=words):
+            plotting.plot_file(str(path), str(out))
+    spec = tmp_path / "x.toml"
+    spec.write_text("[sweep]\nname='x'\n")
+    with pytest.raises(frontier_jax.FrontierError, match="spec, not a result"):
+        plotting.plot_file(str(spec))
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not netcdf")
+    with pytest.raises(frontier_jax.FrontierError, match="not a netCDF file"):
+        plotting.plot_file(str(junk), str(tmp_path / "j.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.nc", "s.nc", "x.toml"]   # nothing left behind
+
+
+def test_pareto_figure_has_one_front_per_architecture():
+    tpu = np.array([[[10.0, 20, 30], [40, 50, 60]], [[15, 25, 35], [45, 55, 65]]])  # (tpot, config, arch)
+    thr = 1000.0 / tpu
+    front = np.ones(tpu.shape, np.int8)
+    ds = xr.Dataset({"tokens_per_user": (("tpot", "config", "arch"), tpu),
+                     "throughput": (("tpot", "config", "arch"), thr),
+                     "on_front": (("tpot", "config", "arch"), front)},
+                    coords={"arch": list(ARCHS)}, attrs={"model": "m", "hardware": "h"})
+    fig = plotting.plot_pareto(ds)
+    assert len(fig.axes[0].get_lines()) == len(ARCHS)
+    assert "per user" in fig.axes[0].get_xlabel() and "per GPU" in fig.axes[0].get_ylabel()

@@ -9,16 +9,16 @@ import sys
 
 from ..errors import FrontierError
 from ..runner import signals
-from . import breakeven, calibrate, catalog, evaluate, merge, plot, reproduce, sweep, validate
+from . import breakeven, calibrate, catalog, evaluate, merge, pareto, plot, reproduce, sweep, validate
 
-COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, reproduce)
+COMMANDS = (sweep, evaluate, catalog, merge, calibrate, validate, breakeven, plot, pareto, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     p = argparse.ArgumentParser(prog="frontier", description="Cost per SLO-compliant token of colocated, chunked-"
                                 "prefill and disaggregated LLM serving; million-point sweeps in JAX. With no "
-                                "arguments: run the default sweep (sweeps/default.toml).")
+                                "arguments: run the default sweep (sweeps/default.toml) and write (or replace) default.nc.")
     sub = p.add_subparsers(dest="command")
     for command in COMMANDS:
         command.register(sub)
@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     a = parser.parse_args(argv)
-    if a.command is None:
-        a = parser.parse_args(["sweep"])
+    if a.command is None:  # the main job, re-runnable as written: it replaces its own default output
+        a = parser.parse_args(["sweep", "--overwrite"])
     took_signals = signals.install()
     try:
         a.run(a)

@@ -17,7 +17,7 @@ def register(sub) -> None:
                                    "'none' for one panel)")
     p.add_argument("--sel", action="append", default=[], metavar="AXIS=VALUE",
                    help="fix another axis at a value (nearest); repeatable. Unfixed extra axes take their first "
-                        "value")
+                        "value, reported on stderr and in the title")
     p.set_defaults(run=run)
 
 
@@ -31,7 +31,10 @@ def run(a) -> None:
             raise FrontierError(f"--sel {item!r}: write AXIS=VALUE")
         k, v = item.split("=", 1)
         sel[k.strip()] = v.strip()
-    if not Path(a.file).is_file():
+    if not Path(a.file).is_file() and not str(a.file).lower().endswith(".toml"):
         raise FrontierError(f"{a.file!r} not found; check the path")
     out = plot_file(a.file, a.output, x=a.x, y=a.y, facet=a.facet, sel=sel)
+    import sys
+    if plot_file.notes:
+        print("fixed: " + ", ".join(plot_file.notes), file=sys.stderr)
     print(out)
