@@ -67,7 +67,17 @@ def search_space(tp=None, tp_prefill=None, tp_decode=None, chunk=None, overlap=N
     return SearchSpace(tp=pin("tp", tp, base.tp), chunk=pin("chunk", chunk, base.chunk),
                        tp_prefill=pin("tp_prefill", tp_prefill if tp_prefill is not None else tp, base.tp_prefill),
                        tp_decode=pin("tp_decode", tp_decode if tp_decode is not None else tp, base.tp_decode),
-                       overlap=pin("overlap", None if overlap is None else float(bool(overlap)), base.overlap))
+                       overlap=pin("overlap", _overlap_flag(overlap), base.overlap))
+
+
+def _overlap_flag(overlap):
+    """overlap as 1.0/0.0: True/False or 1/0 only (a string such as "no" is truthy, so it is refused)."""
+    if overlap is None:
+        return None
+    if isinstance(overlap, (bool, np.bool_)) or (isinstance(overlap, (int, float, np.integer, np.floating))
+                                                  and overlap in (0, 1)):
+        return float(bool(overlap))
+    raise FrontierError(f"overlap must be True or False (got {overlap!r}); leave it unset to search both")
 
 
 def space_arrays(space: SearchSpace) -> dict:

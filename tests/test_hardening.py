@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from frontier_jax import cli
+from frontier_jax import cli, evaluate
 from frontier_jax.costmodel import catalog
 from frontier_jax.costmodel.kernel import INPUTS, load_sweep_spec
 from frontier_jax.errors import FrontierError
@@ -221,10 +221,14 @@ def test_partial_is_a_directory(tmp_path):
         assert "overwrite" not in str(e.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write a read-only file")
 def test_read_only_partial(tmp_path, monkeypatch):
     out = interrupted(tmp_path, monkeypatch)
     os.chmod(str(out) + ".partial", 0o444)
+    if os.geteuid() == 0:  # root may write a 0o444 file: make os.access answer as it would for any other user
+        import frontier_jax.runner.run as run_module
+        real_access = os.access
+        monkeypatch.setattr(run_module.os, "access", lambda p, mode, **k: False if str(p).endswith(".partial")
+                            and mode & os.W_OK else real_access(p, mode, **k))
     with pytest.raises(FrontierError, match="the file is read-only; make it writable"):
         sweep(out, resume=True)
 
@@ -288,6 +292,26 @@ def test_masked_array_in_dict_spec_is_refused():
     values = np.ma.masked_array([512.0, 1024.0], mask=[False, True])
     with pytest.raises(FrontierError, match=r"masked array .*\(arr.compressed\(\)"):
         load_sweep_spec({"fixed": {"ttft": 2.0}, "axes": {"input_len": {"values": values}}})
+
+
+@pytest.mark.parametrize("kw, expect", [
+    (dict(overlap="no"), r"overlap must be True or False \(got 'no'\)"),
+    (dict(rate=np.ma.masked_array([1.0, 2.0], mask=[False, True])), r"rate is a masked array; .*arr.compressed\(\)"),
+    (dict(price=5e-324), r"price = 4.94066e-324 is outside the representable range"),
+    (dict(rate=1e-300), r"rate = 1e-300 is outside the representable range"),
+    (dict(kv_bandwidth=1e300), r"kv_bandwidth = 1e\+300 is outside the representable range"),
+    (dict(rate=4.0, total_gpus=2.0**60), r"total_gpus = 1.15292e\+18 is outside the representable range"),
+])
+def test_unrepresentable_evaluate_inputs(kw, expect):
+    """Item 14 through the Python API: the same bounds as a sweep spec, and overlap as a boolean only."""
+    with pytest.raises(FrontierError, match=expect):
+        evaluate(**kw)
+
+
+def test_overlap_accepts_booleans_and_0_1():
+    on, off = evaluate(overlap=True), evaluate(overlap=0)
+    assert float(on["overlap"].sel(arch="disaggregated")) == 1.0
+    assert float(off["overlap"].sel(arch="disaggregated")) == 0.0
 
 
 def test_policy_marks_nonfinite_feasible_points_infeasible():
@@ -396,3 +420,26 @@ def test_cli_resume_float32_on_float64_partial_is_refused(tmp_path):
     assert "the precision changed since it was started (float64/int64 then, float32/int32 now)" in line, line
     assert "--float32" in line and "--overwrite" in line and "=True" not in line
     assert hashlib.sha256(partial.read_bytes()).hexdigest() == before
+
+
+def test_breakeven_settings_are_in_the_resume_provenance(monkeypatch):
+    """A break-even partial records its solver settings: resuming with other samples, tolerances or solved input
+    is refused by the runner's provenance check (compared there like the spec and the catalogue)."""
+    import frontier_jax.crossover.solve as solve
+    from frontier_jax.runner import provenance
+
+    seen = []
+
+    def capture(spec, kernel, meta, out, **kw):
+        seen.append(kw["provenance_extra"])
+        raise Stop
+
+    monkeypatch.setattr(solve, "run_sweep", capture)
+    spec = ('[fixed]\nmodel = "llama-3.1-70b"\nhardware = "h100-80gb-sxm"\nttft = 4.0\ntpot = 0.05\n'
+            'output_len = 256.0\n[axes]\ninput_len = [512.0, 2048.0]\nkv_bandwidth = { logspace = [1e8, 1e11, 5] }\n')
+    for kw in ({}, {}, {"samples": 17}, {"xtol": 1e-6}):
+        with pytest.raises(Stop):
+            solve.breakeven(spec, "kv_bandwidth", **kw)
+    assert seen[0] == seen[1] and len({s["breakeven_options"] for s in seen[1:]}) == 3
+    with pytest.raises(FrontierError, match=r"the break-even settings \(.*\) changed since it was started"):
+        provenance.compare("x.nc.partial", {"spec": "a", **seen[0]}, {"spec": "a", **seen[2]})

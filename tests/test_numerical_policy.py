@@ -124,9 +124,7 @@ def extreme_calls() -> list[tuple[dict, list]]:
 # the two compile on the two cores at once.
 F32_SCRIPT = textwrap.dedent("""
     import pickle, sys
-    import jax
-    jax.config.update("jax_enable_x64", False)
-    from frontier_jax import evaluate
+    from frontier_jax import evaluate  # float32: FRONTIER_JAX_X64=0 in the environment (import turns float64 on otherwise)
     calls = pickle.load(open(sys.argv[1], "rb"))
     out = []
     for kw in calls:
@@ -150,7 +148,8 @@ def results(tmp_path_factory):
     with open(d / "calls.pkl", "wb") as f:
         pickle.dump(calls, f)
     (d / "f32.py").write_text(F32_SCRIPT)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+               FRONTIER_JAX_X64="0")
     proc = subprocess.Popen([sys.executable, str(d / "f32.py"), str(d / "calls.pkl"), str(d / "f32.pkl")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -105,13 +105,14 @@ def receive_utilization_cap(p: Point, tp_decode, pre: PrefillPool):
         return (jnp.where(fits, mid, lo), jnp.where(fits, hi, mid)), None
 
     (lo, hi), _ = scan(step, (jnp.minimum(floor, 1.0 - 1e-9), jnp.ones_like(floor) - 1e-9), _RECEIVE_STEPS)
-    # The derivative by the implicit function theorem where the cap is interior (wait = budget): one Newton step
-    # from the bisection's (constant) point has the cap's tangent, -(d gap) / (d gap / d cap), and moves the value
-    # by under the bracket's width.
+    # The derivative by the implicit function theorem where the cap is interior (wait = budget): a Newton step from
+    # the bisection's (constant) point has the cap's tangent, -(d gap) / (d gap / d cap). Only its tangent is used:
+    # the value stays the bisection's feasible end (in float32 the step itself can land past the root).
     cap = jax.lax.stop_gradient(lo)
     gap, slope = jax.jvp(lambda u: receive_wait(p, tp_decode, u) - budget, (cap,), (jnp.ones_like(cap),))
     interior = (cap > floor) & (hi < 1.0 - 2e-9) & (slope > 0.0)
-    return jnp.where(interior, cap - gap / jnp.where(interior, slope, 1.0), lo)
+    newton = cap - gap / jnp.where(interior, slope, 1.0)
+    return jnp.where(interior, lo + (newton - jax.lax.stop_gradient(newton)), lo)
 
 
 def receive_seconds(p: Point, cap):

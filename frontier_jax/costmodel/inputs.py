@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import FrontierError
+from ..runner.spec import MAX_INTEGER, MAX_MAGNITUDE, MIN_MAGNITUDE
 from .catalog import ENGINES, load_efficiency, load_hardware, load_model, precision_flag
 from .queueing import DISPATCHES
 from .types import AUTO_DISPATCH, NO_LINK_LIMIT, Demand, Efficiency, Point, Scenario
@@ -22,12 +23,19 @@ _NEVER_BINDS_S = 1.0e4
 def check_number(name: str, value, *, positive=True, lower=None, upper=None, allow_zero=False, integer=False):
     """`value` as a float array, or FrontierError naming `name`: a finite number, > 0 (>= 0 with allow_zero) unless
     positive=False, strictly inside (lower, upper) where given, whole with integer=True."""
+    if np.ma.isMaskedArray(value):
+        raise FrontierError(f"{name} is a masked array; pass plain values (arr.filled(x) or arr.compressed())")
     arr = np.asarray(value)
     if arr.dtype.kind not in "iuf" or arr.size == 0:
         raise FrontierError(f"{name} must be a number (got {value!r})")
     arr = arr.astype(float)
     if not np.all(np.isfinite(arr)):
         raise FrontierError(f"{name} must be finite (got {value!r}); remove NaN/inf values")
+    tiny_or_huge = (arr != 0) & ((np.abs(arr) < MIN_MAGNITUDE) | (np.abs(arr) > (MAX_INTEGER if integer else MAX_MAGNITUDE)))
+    if np.any(tiny_or_huge):
+        bad = float(arr[tiny_or_huge].flat[0])
+        raise FrontierError(f"{name} = {bad:g} is outside the representable range ({MIN_MAGNITUDE:g} to "
+                            f"{MAX_INTEGER if integer else MAX_MAGNITUDE:g} in magnitude, or 0); check its units")
     if positive and np.any(arr < 0 if allow_zero else arr <= 0):
         raise FrontierError(f"{name} must be {'>= 0' if allow_zero else '> 0'} (got {value!r})")
     if lower is not None and np.any(arr <= lower):

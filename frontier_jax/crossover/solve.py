@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..costmodel.types import SearchSpace
+from ..runner.provenance import sha
 from ..runner.run import run_sweep
 from ..solvers import OUTCOME_DOCS
 from .kernel import make_kernel
@@ -49,7 +50,10 @@ def breakeven(spec, solve_for: str | None = None, out: str | os.PathLike | None 
         out = os.path.join(tmpdir, f"{prob.spec.name}.nc")
     try:
         t0 = time.perf_counter()
-        summary = run_sweep(prob.reduced, kernel, prob.outputs_meta(), out, chunk=chunk, progress=progress, **run_kw)
+        settings = json.dumps({"solve_for": prob.solve_for, "log": prob.log, "options": prob.options,
+                               "space": repr(prob.key.space)}, sort_keys=True, default=str)
+        summary = run_sweep(prob.reduced, kernel, prob.outputs_meta(), out, chunk=chunk, progress=progress,
+                            provenance_extra={"breakeven_options": sha(settings)}, **run_kw)
         attrs = {
             "breakeven_solve_for": prob.solve_for, "breakeven_units": prob.units,
             "breakeven_variable": "log" if prob.log else "linear",

@@ -29,6 +29,8 @@ WHAT = {
     "calibration": ("the engine calibration (data/calibration.json)", "restore the calibration it was started with"),
     "frontier_jax_version": ("the frontier-jax version", "resume with the version it was started with"),
     "engine_options": ("the engine options", "resume with the options it was started with"),
+    "breakeven_options": ("the break-even settings (solved input, [breakeven] options, samples, max steps, "
+                          "tolerances, pinned configuration)", "resume with the settings it was started with"),
 }
 
 
