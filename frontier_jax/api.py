@@ -264,7 +264,7 @@ def sweep(spec, out=None, *, overwrite=False, resume=False, chunk=None, progress
     import shutil
     import tempfile
 
-    from .costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+    from .costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta, sweep_assumptions
     from .runner import run_sweep
     s = load_sweep_spec(spec)
     tmp = None
@@ -273,7 +273,7 @@ def sweep(spec, out=None, *, overwrite=False, resume=False, chunk=None, progress
         out = os.path.join(tmp, f"{s.name}.nc")
     try:
         summary = run_sweep(s, make_kernel(s), outputs_meta(), out, extra_coords=EXTRA_COORDS, chunk=chunk,
-                            resume=resume, overwrite=overwrite, progress=progress, **run_kw)
+                            resume=resume, overwrite=overwrite, progress=progress, attrs=sweep_assumptions(s), **run_kw)
         with xr.open_dataset(summary.out_path) as ds:
             return ds.load()
     finally:

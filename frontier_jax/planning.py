@@ -178,7 +178,10 @@ def budget(gpus: int, hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len
     """With exactly `gpus` GPUs: the largest SLO-compliant request rate each architecture carries (whole instances,
     at most `gpus` GPUs deployed), found on a geometric grid of rates refined once (relative resolution
     `rate_resolution`), with the deployment and its cost there; `budget_cost_per_mtok` charges all `gpus` GPUs.
-    `best_arch` is the architecture that carries the most load."""
+    `best_arch` is the architecture that carries the most load. At a given rate every configuration's cost is its
+    GPU count times one price, so the cheapest deployment is also the one with the fewest GPUs and "fits in N" is
+    exact; with `decode_hardware` at another price the cheapest may not be the smallest, and a rate that only a
+    dearer, smaller deployment fits is missed (the answer is then a lower bound)."""
     from .api import evaluate
     from .costmodel import inputs as _inputs
     _inputs.check_number("gpus", gpus, integer=True)

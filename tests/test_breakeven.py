@@ -271,6 +271,8 @@ def test_decode_side_links_are_not_overloaded_at_any_root(base):
 
 def test_outputs_flags_and_metadata(base):
     assert base.attrs["breakeven_solve_for"] == "kv_bandwidth"
+    assert base.attrs["assumed_price"].startswith("USD/GPU-hour")
+    assert "kv_bandwidth input" in base.attrs["assumed_kv_bandwidth"]
     root = base["breakeven_kv_bandwidth"]
     assert root.attrs["units"] == INPUTS["kv_bandwidth"].units == "byte s-1"
     assert "reason" not in base.data_vars  # the solver's outcome, not the cost model's infeasibility reason

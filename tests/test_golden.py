@@ -10,7 +10,7 @@ operating point, the receiving links), two new variables (idle_cost, kv_receive_
 those changes are the closed forms, the simulator and tests/test_corrections.py, not this file. From the specs
 beside them: fluid goodput over GPUs, precisions, lengths and KV bandwidths (72 points), and
 integral sizing at a rate under a GPU cap over GPUs, engines, rates, lengths and contracts (96 points). Each spec is
-run again through `frontier_jax.runner.run_sweep` with the cost model's kernel and compared variable by variable:
+run again through `frontier_jax.sweep` (run_sweep with the cost model's kernel) and compared variable by variable:
 floats to 1e-10 relative (NaN exactly where NaN), flags and integers exactly, the same coordinates. The names of
 sweep variables did not change in the redesign; their units did (UDUNITS), so attributes are not compared.
 """
@@ -18,14 +18,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tomllib
+
 import numpy as np
 import pytest
 import xarray as xr
 
-from frontier_jax.costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
-from frontier_jax.runner import run_sweep
+import frontier_jax
+
 
 DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+HARDWARE = {p.stem for p in (ROOT / "hardware").glob("*.toml")}
 RTOL = 1e-10
 
 
@@ -33,11 +37,24 @@ RTOL = 1e-10
 def pair(request, tmp_path_factory):
     """(golden dataset, the same spec run today), both loaded; one sweep (one compilation) per spec."""
     name = request.param
-    spec = load_sweep_spec(DATA / f"{name}.toml")
     out = tmp_path_factory.mktemp("golden") / f"{name}.nc"
-    run_sweep(spec, make_kernel(spec), outputs_meta(), out, extra_coords=EXTRA_COORDS, progress=False)
-    with xr.open_dataset(DATA / f"{name}.nc") as golden, xr.open_dataset(out) as new:
-        yield golden.load(), new.load()
+    new = frontier_jax.sweep(DATA / f"{name}.toml", out)  # the public API: run_sweep with the model's kernel
+    with xr.open_dataset(DATA / f"{name}.nc") as golden:
+        yield golden.load(), new
+
+
+def test_file_states_its_assumptions(pair):
+    """Every GPU's catalogue price with its source and date, and the KV link where the spec does not set one,
+    read here from the shipped catalogue TOML (not from the code under test)."""
+    _, new = pair
+    gpus = [str(g) for g in new["hardware"].values]
+    assert gpus and set(gpus) <= HARDWARE
+    for gpu in gpus:
+        with open(ROOT / "hardware" / f"{gpu}.toml", "rb") as f:
+            price = tomllib.load(f)["price"]
+        assert f"{gpu}: {price['value']:g} ({price['source']}; {price['date']})" in new.attrs["assumed_price"]
+    assert new.attrs["assumed_price"].startswith("USD/GPU-hour")
+    assert "kv_bandwidth" in new.attrs["assumed_kv_bandwidth"] or "scale-out NIC" in new.attrs["assumed_kv_bandwidth"]
 
 
 def test_same_coordinates_and_variables(pair):

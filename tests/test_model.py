@@ -95,7 +95,7 @@ def _point(**kw):
 
 def test_distserve_md1_mean_ttft_is_the_mean_case():
     """DistServe's M/D/1 prefill instance: mean TTFT = D + R D^2 / (2 (1 - R D)) with no transfer cost."""
-    p, _, _ = _point(percentile="mean", kv_bandwidth=1e30)
+    p, _, _ = _point(percentile="mean", kv_bandwidth=1e18)
     tp = jnp.asarray(1.0)
     d = float(disaggregated.prefill_latency(p, tp, 0.0, Link.FREE, jnp.asarray(1e-9)).ttft)
     for rho in (0.1, 0.5, 0.9):

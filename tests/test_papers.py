@@ -31,7 +31,8 @@ def report(tmp_path_factory):
         (d / "extra.txt").write_text("from a hook\n")
         return ["extra.txt"]
 
-    path = reproduce(out, quick=True, extra_steps=[extra])
+    seen["said"] = []
+    path = reproduce(out, quick=True, extra_steps=[extra], say=seen["said"].append)
     return out, path, seen
 
 
@@ -150,6 +151,8 @@ def test_reproduce_quick_writes_every_artefact(report):
                  "extra.txt"):
         assert (out / name).exists() and (out / name).stat().st_size > 0, name
     assert seen["args"] == (out, True)
+    assert [line.split(" ", 1)[0] for line in seen["said"]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert seen["said"][3].startswith("[4/5] extra (") and seen["said"][4].startswith("[5/5] REPORT.md (")
     text = path.read_text()
     assert "median |log error|" in text and "extra.txt" in text
     for claim in ("partition", "KV-transfer bandwidth", "A100, H100 and H200"):

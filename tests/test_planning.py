@@ -1,5 +1,8 @@
 """The capacity planner's view (issue 20): ranked configurations (rank 1 is evaluate's answer), pins as data (no
 recompilation per pinned value), the assumptions in every answer, the Pareto front, the Python API's names."""
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,3 +89,24 @@ def test_python_api_names():
     assert callable(fj.breakeven) and callable(fj.sweep) and callable(fj.pareto) and callable(fj.budget)
     import jax
     assert jax.config.jax_enable_x64                         # float64 by default, as the CLI
+
+
+def test_budget_is_the_largest_load_on_n_gpus():
+    """`budget(N)` against evaluate at fixed rates: its rate fits in N GPUs; 2 grid steps more needs more than N
+    GPUs (on one GPU type the cheapest deployment at a rate is the one with the fewest GPUs, since every GPU costs
+    the same, so the cap checked after the argmin is the fewest-GPU check); its cost charges all N GPUs."""
+    n = 8
+    ds = fj.budget(n, **SCEN)
+    res = float(ds.attrs["rate_resolution"])
+    rates = ds["max_rate"].values
+    assert 0 < res < 0.05 and np.isfinite(rates).sum() >= 2
+    with open(Path(api.__file__).resolve().parents[1] / "hardware" / f"{SCEN['hardware']}.toml", "rb") as f:
+        price = tomllib.load(f)["price"]["value"]
+    ok = np.isfinite(rates)
+    for a in np.flatnonzero(ok):
+        fits = fj.evaluate(**SCEN, rate=np.array([rates[a], rates[a] * (1 + res) ** 2]))
+        assert fits["feasible"].values[0, a] == 1 and fits["gpus"].values[0, a] <= n
+        assert not (fits["feasible"].values[1, a] == 1 and fits["gpus"].values[1, a] <= n)
+    want = n * price / 3600 * 1e6 / (rates * SCEN["output_len"])
+    np.testing.assert_allclose(ds["budget_cost_per_mtok"].values[ok], want[ok], rtol=1e-12)
+    assert int(ds["best_arch"]) == int(np.nanargmax(np.where(ok, rates, -np.inf)))

@@ -216,6 +216,14 @@ def test_breakeven_units_in_labels(breakeven_ds):
     assert fig.axes[0].get_ylabel() == "kv_bandwidth [byte/s]"
 
 
+def test_breakeven_two_value_length_axis_is_log_and_positive(breakeven_ds):
+    """Issue 20: a 2-value input_len (2048, 8192) on x was drawn linear from -2500 to 12000."""
+    ds = breakeven_ds.isel(tpot=[0, 1]).rename(tpot="input_len").assign_coords(
+        input_len=("input_len", [2048.0, 8192.0], {"units": "1", "long_name": "prompt length"}))
+    ax = plotting.plot_breakeven(ds, x="input_len").axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] > 0
+
+
 # ---- (c) rendering ----
 def test_figures_render_to_png(sweep_ds, seed_ds, breakeven_ds, frontier_ds, tmp_path):
     figs = {"sweep": plotting.plot_sweep(sweep_ds), "seed": plotting.plot_seed(seed_ds),

@@ -142,6 +142,16 @@ def test_one_compilation_and_reuse(tmp_path):
         np.testing.assert_allclose(ds.cost.values, reference(load_spec(other, REGISTRY))["cost"], rtol=1e-13)
 
 
+def test_progress_says_compiling_only_when_it_compiles(tmp_path, capsys):
+    engine._CACHE.clear()
+    sweep(tmp_path / "a.nc", chunk=8, progress=True)
+    first = capsys.readouterr().err
+    sweep(tmp_path / "b.nc", chunk=8, progress=True)
+    second = capsys.readouterr().err
+    assert "test: compiling the chunk program (" in first and "points per chunk" in first
+    assert "compiling" not in second and "100%" in second
+
+
 def test_sharded_equals_single_device(tmp_path):
     assert len(jax.devices()) == 4
     sweep(tmp_path / "four.nc", chunk=10)  # rounded up to 12

@@ -37,5 +37,7 @@ def run(a) -> None:
     jax.config.update("jax_enable_x64", True)
     from ..crossover.report import report_steps
     from ..papers.report import reproduce
-    out = reproduce(a.out, quick=a.quick, extra_steps=report_steps())
+    import sys
+    out = reproduce(a.out, quick=a.quick, extra_steps=report_steps(),
+                    say=lambda line: print(f"reproduce: {line}", file=sys.stderr, flush=True))
     print(f"wrote {out}")

@@ -67,11 +67,11 @@ def max_points_arg(value: float | None) -> int | None:
 def run(a) -> None:
     """Run the sweep and print its summary."""
     jax_setup(not a.float32)
-    from ..costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta
+    from ..costmodel.kernel import EXTRA_COORDS, load_sweep_spec, make_kernel, outputs_meta, sweep_assumptions
     from ..runner import run_sweep
     spec = load_sweep_spec(Path(a.spec) if a.spec else default_spec())
     out = a.output or f"{spec.name}.nc"
     summary = run_sweep(spec, make_kernel(spec), outputs_meta(), out, extra_coords=EXTRA_COORDS, chunk=a.chunk,
                         resume=a.resume, overwrite=a.overwrite, progress=not a.quiet,
-                        max_points=max_points_arg(a.max_points))
+                        max_points=max_points_arg(a.max_points), attrs=sweep_assumptions(spec))
     print(summary_lines(summary.out_path, summary))

@@ -76,6 +76,36 @@ def outputs_meta() -> dict[str, VarMeta]:
             for v in POINT_VARIABLES}
 
 
+def _spec_values(spec: SweepSpec, name: str) -> list:
+    for a in spec.axes:
+        if a.name == name:
+            return list(a.values)
+    return [f.value for f in spec.fixed if f.name == name]
+
+
+def sweep_assumptions(spec: SweepSpec) -> dict[str, str]:
+    """The assumptions behind a sweep's numbers, as global attributes of its file (as `api.assumptions` for
+    `evaluate`): each GPU's catalogue price (USD/GPU-hour, source, date, times price_scale where swept) and, unless
+    kv_bandwidth is an input, the scale-out NIC bandwidth used as the KV link, with its source; engine, precision,
+    percentile, dispatch and arrivals where the spec leaves them at their defaults."""
+    from .catalog import hardware_info
+    prices, nics = [], []
+    for h in _spec_values(spec, "hardware"):
+        info = hardware_info(str(h))
+        p, nic = info.get("price", {}), info.get("nic_bandwidth", {})
+        prices.append(f"{h}: {float(p.get('value')):g} ({p.get('source', '')}; {p.get('date', '')})")
+        nics.append(f"{h}: {float(nic.get('value')):g} ({nic.get('source', '')})")
+    given = set(spec.input_names)
+    defaults = {"engine": "current", "precision": "bf16", "dispatch": "auto (central queue in fluid mode, "
+                "join-the-shortest-queue with a rate)", "arrival_ca2": "1 (Poisson arrivals)"}
+    out = {"assumed_price": "USD/GPU-hour, the catalogue's" + (" (scaled by price_scale)" if "price_scale" in given
+                                                                else "") + ": " + "; ".join(prices),
+           "assumed_kv_bandwidth": ("the kv_bandwidth input (byte s-1 per prefill GPU)" if "kv_bandwidth" in given
+                                    else "byte s-1 per prefill GPU, the GPU's scale-out NIC: " + "; ".join(nics))}
+    out.update({f"assumed_{k}": v for k, v in defaults.items() if k not in given})
+    return out
+
+
 def check_spec(spec: SweepSpec) -> None:
     """FrontierError unless the spec gives what the cost model needs."""
     names = set(spec.input_names)

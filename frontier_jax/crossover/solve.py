@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..costmodel.kernel import sweep_assumptions
 from ..costmodel.types import SearchSpace
 from ..runner.provenance import sha
 from ..runner.run import run_sweep
@@ -53,7 +54,8 @@ def breakeven(spec, solve_for: str | None = None, out: str | os.PathLike | None 
         settings = json.dumps({"solve_for": prob.solve_for, "log": prob.log, "options": prob.options,
                                "space": repr(prob.key.space)}, sort_keys=True, default=str)
         summary = run_sweep(prob.reduced, kernel, prob.outputs_meta(), out, chunk=chunk, progress=progress,
-                            provenance_extra={"breakeven_options": sha(settings)}, **run_kw)
+                            provenance_extra={"breakeven_options": sha(settings)},
+                            attrs=sweep_assumptions(prob.spec), **run_kw)
         attrs = {
             "breakeven_solve_for": prob.solve_for, "breakeven_units": prob.units,
             "breakeven_variable": "log" if prob.log else "linear",

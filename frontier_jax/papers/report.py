@@ -271,7 +271,8 @@ def _frame_summary(ds: xr.Dataset) -> str:
 
 
 def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
-              extra_steps: Sequence[Callable[[Path, bool], list[str]]] | None = None) -> Path:
+              extra_steps: Sequence[Callable[[Path, bool], list[str]]] | None = None,
+              say: Callable[[str], None] | None = None) -> Path:
     """Write the papers report into out_dir (see the module docstring); return the path of REPORT.md.
 
     quick=True: a 4x4 contract grid over two workloads for the frontier (the claims and the seed evidence are
@@ -286,8 +287,15 @@ def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timings = {}
+    n_stages = 4 + len(extra_steps or ())
+    stage = iter(range(1, n_stages + 1))
+
+    def begin(what: str) -> None:
+        if say is not None:
+            say(f"[{next(stage)}/{n_stages}] {what} ({time.time() - t0:.0f} s so far)")
 
     # 1. claims
+    begin("published claims, predicted by the engine")
     claims = predict_claims(engine=ENGINE)
     timings["claims"] = time.time() - t0
     current = predict_claims(engine=FRAME_ENGINE)
@@ -304,6 +312,7 @@ def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
     timings["claims_current"] = time.time() - t0 - timings["claims"]
 
     # 2. common frame
+    begin("every system on one frame (frontier.nc, frontier.png)")
     t1 = time.time()
     wls = ("sharegpt", "arxiv_summarization") if quick else WORKLOADS
     frame = common_frame(HARDWARE, wls, n=4 if quick else 8, engine=FRAME_ENGINE)
@@ -312,6 +321,7 @@ def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
     timings["frontier"] = time.time() - t1
 
     # 3. seed evidence
+    begin("the seed paper's evidence (seed.nc, seed.png)")
     t2 = time.time()
     seed = seed_evidence(HARDWARE, FRAME_ENGINE)
     seed.to_netcdf(out / "seed.nc")
@@ -322,10 +332,12 @@ def reproduce(out_dir: str | Path = "reproduce_out", quick: bool = False,
     # 4. extra steps
     extra_files = []
     for step in extra_steps or ():
+        begin(getattr(step, "__doc__", None) and step.__doc__.strip().splitlines()[0] or step.__name__)
         names = step(out, quick) or []
         extra_files += [str(n) for n in names]
 
     # 5. REPORT.md
+    begin("REPORT.md")
     abs_err = claims["abs_log_error"].to_numpy(float)
     med = float(np.nanmedian(np.where(np.isfinite(abs_err), abs_err, np.inf)))
     within2 = int(np.sum(abs_err <= LOG2))

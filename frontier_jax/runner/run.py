@@ -95,9 +95,10 @@ _CACHE_SIZE = 8
 
 def _executable(kernel: Kernel, lay: Layout, mesh: Mesh, per_dev: int, host_arrays: Mapping[str, np.ndarray],
                 outputs: Mapping[str, VarMeta], extra: ExtraCoords,
-                parts: tuple[SharedPart, ...] = ()) -> tuple[Any, float]:
+                parts: tuple[SharedPart, ...] = (), announce: Callable[[], None] | None = None) -> tuple[Any, float]:
     """Trace, check and compile the chunk program once; reuse it for later sweeps of the same kernel and layout
-    (axis values are arguments, so only their lengths matter). Returns (executable, compile seconds)."""
+    (axis values are arguments, so only their lengths matter). Returns (executable, compile seconds); `announce`
+    is called before a compile (not on reuse)."""
     start = jax.ShapeDtypeStruct((), index_dtype())
     specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host_arrays.items()}
     key: Any = (kernel, lay, mesh, per_dev, parts, tuple(sorted((k, s.shape, str(s.dtype)) for k, s in specs.items())))
@@ -108,6 +109,8 @@ def _executable(kernel: Kernel, lay: Layout, mesh: Mesh, per_dev: int, host_arra
     if compiled is not None:
         _check_output_shapes(compiled.out_info, per_dev * mesh.size, outputs, extra)
         return compiled, 0.0
+    if announce is not None:
+        announce()
     t0 = time.perf_counter()
     fn = functools.partial(_eval_chunk, kernel=kernel, lay=lay, mesh=mesh, per_dev=per_dev, parts=parts)
     lowered = jax.jit(fn).lower(start, specs)
@@ -181,7 +184,8 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
               overwrite: bool = False, progress: bool = True, devices: Sequence[Any] | None = None,
               process_index: int | None = None, process_count: int | None = None,
               share: bool = True, max_points: int | None = None,
-              provenance_extra: Mapping[str, str] | None = None) -> SweepSummary:
+              provenance_extra: Mapping[str, str] | None = None,
+              attrs: Mapping[str, str] | None = None) -> SweepSummary:
     """Evaluate `kernel` on every point of `spec`'s grid and stream the outputs to netCDF at `out_path`.
 
     With process_count > 1 this process computes chunks i with i % process_count == process_index and writes
@@ -191,7 +195,8 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
     One writer per output: `OUT.partial` is guarded by an exclusive lock (runner/lock.py). The partial records what
     determines its values (runner/provenance.py; `provenance_extra` adds entries) and a CRC32 per chunk; `resume`
     refuses a partial made differently and recomputes chunks whose checksum fails. Grids above `max_points`
-    (default limits.max_points()) are refused before anything is compiled."""
+    (default limits.max_points()) are refused before anything is compiled. `attrs` are written as global attributes
+    of the file (the caller's, e.g. the assumptions behind the numbers)."""
     t_begin = time.perf_counter()
     extra = dict(extra_coords or {})
     outputs = dict(outputs_meta)
@@ -214,12 +219,13 @@ def run_sweep(spec: SweepSpec, kernel: Kernel, outputs_meta: Mapping[str, VarMet
                                 f"to continue it or {option('--overwrite', 'overwrite=True')} to start over")
         prov = provenance.collect(spec, outputs, extra, share=share, extra_items=provenance_extra)
         return _run_locked(spec, kernel, outputs, extra, final, partial, proc, chunk, resume, progress, devices,
-                           share, prov, t_begin)
+                           share, prov, t_begin, dict(attrs or {}))
 
 
 def _run_locked(spec: SweepSpec, kernel: Kernel, outputs: dict[str, VarMeta], extra: ExtraCoords, final: str,
                 partial: str, proc: tuple[int, int], chunk: int | None, resume: bool, progress: bool,
-                devices: Sequence[Any] | None, share: bool, prov: dict[str, str], t_begin: float) -> SweepSummary:
+                devices: Sequence[Any] | None, share: bool, prov: dict[str, str], t_begin: float,
+                file_attrs: dict[str, str]) -> SweepSummary:
     devices = list(devices) if devices is not None else jax.local_devices()
     if chunk is None:  # intermediates of a chunk stay in cache on a CPU; a GPU wants wide batches
         per = CPU_CHUNK_PER_DEVICE if devices[0].platform == "cpu" else GPU_CHUNK_PER_DEVICE
@@ -245,7 +251,10 @@ def _run_locked(spec: SweepSpec, kernel: Kernel, outputs: dict[str, VarMeta], ex
     host_arrays = point_arrays(spec)
     per_dev = chunk_pts // ndev
     parts = sharing.plan(kernel, lay, per_dev, share)
-    compiled, compile_s = _executable(kernel, lay, mesh, per_dev, host_arrays, outputs, extra, parts)
+    announce = (lambda: print(f"{spec.name}: compiling the chunk program ({per_dev * ndev} points per chunk; "
+                              "tens of seconds cold, reused from the compile cache after)", file=sys.stderr,
+                              flush=True)) if progress else None
+    compiled, compile_s = _executable(kernel, lay, mesh, per_dev, host_arrays, outputs, extra, parts, announce)
     with signals.deferred() as interrupted:  # from here a signal stops the sweep between chunks
         ds = None
         bar = None
@@ -257,7 +266,7 @@ def _run_locked(spec: SweepSpec, kernel: Kernel, outputs: dict[str, VarMeta], ex
                     print(f"frontier: note: {len(bad)} done chunk(s) of {partial!r} failed their checksum "
                           f"(first: chunk {bad[0]}); recomputing them", file=sys.stderr)
             else:
-                attrs = {**netcdf.provenance_attrs(devices), provenance.ATTR: provenance.dumps(prov)}
+                attrs = {**file_attrs, **netcdf.provenance_attrs(devices), provenance.ATTR: provenance.dumps(prov)}
                 ds = _guard_io(partial, lambda: netcdf.create(
                     partial, spec, outputs, extra, attrs=attrs, chunk_points=chunk_pts, n_chunks=n_chunks,
                     process_index=proc[0], process_count=proc[1]))
