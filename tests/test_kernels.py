@@ -2,8 +2,8 @@
 
 Reads only the copied tables in frontier_jax/data/kernels/ and the fit in frontier_jax/data/kernel_fit.json.
 """
-import gzip
 import csv
+import gzip
 
 import jax
 import jax.numpy as jnp
@@ -147,8 +147,8 @@ def test_gradients_finite_and_vmap_equals_loop(h100):
     assert np.all(np.isfinite(g))
     g = jax.grad(mixed)(x0.at[2].set(0.0))  # no prefill chunk: the masked branch's gradient stays finite
     assert np.all(np.isfinite(g))
-    xs = jnp.asarray([[1.0, 10.0, 0.0, 0.0, 1.0], [64.0, 4000.0, 2048.0, 0.0, 8.0], [300.0, 20000.0, 256.0, 9000.0, 2.0],
-                      [0.0, 1.0, 8192.0, 100.0, 4.0]])
+    xs = jnp.asarray([[1.0, 10.0, 0.0, 0.0, 1.0], [64.0, 4000.0, 2048.0, 0.0, 8.0],
+                      [300.0, 20000.0, 256.0, 9000.0, 2.0], [0.0, 1.0, 8192.0, 100.0, 4.0]])
     np.testing.assert_allclose(jax.vmap(mixed)(xs), [mixed(x) for x in xs], rtol=1e-12)
 
 
