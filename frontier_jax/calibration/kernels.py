@@ -384,6 +384,7 @@ def write_fit(path=None, log=print) -> dict:
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+    _read_all.cache_clear()
     return doc
 
 
