@@ -185,7 +185,8 @@ def generation_seconds(kern: GpuKernels, hw: Hardware, batch, context, heads, kv
 
 
 def allreduce_seconds(kern: GpuKernels, hw: Hardware, elements, gpus):
-    """Seconds of one bf16 all-reduce of `elements` on a TP group of `gpus` (2, 4 or 8; 0 s at 1 GPU)."""
+    """Seconds of one bf16 all-reduce of `elements` on a TP group of `gpus` (2, 4 or 8 measured; 0 s at 1 GPU and
+    at any other degree, which the tables do not cover)."""
     out = jnp.zeros(jnp.broadcast_shapes(jnp.shape(elements), jnp.shape(gpus)))
     for i, g in enumerate(ALLREDUCE_GPUS):
         out = jnp.where(gpus == g, evaluate(kern.allreduce[i], allreduce_terms(hw, elements, float(g))), out)
