@@ -16,12 +16,14 @@ Levenberg-Marquardt on a jax.jacfwd Jacobian (numpy solves; no scipy).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import functools
 import hashlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -361,6 +363,18 @@ def _to_json(fit: OpFit) -> dict:
     return {k: np.asarray(getattr(fit, k)).tolist() for k in _SCALARS}
 
 
+@contextlib.contextmanager
+def _replacing(path: Path, mode: str):
+    """A file written beside `path` and moved onto it only when complete (never a half-written fit)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_fit(path=None, log=print) -> dict:
     """Fit on all rows, compute the held-out errors, and write kernel_fit.json (form parameters, sources' sha256,
     errors) and kernel_fit_residuals.npz (the residual grids, float16 log residuals) next to it."""
@@ -373,7 +387,7 @@ def write_fit(path=None, log=print) -> dict:
             grids.update({f"{g}|{k}|axis{j}": np.asarray(a) for j, a in enumerate(f.axes)})
             grids[f"{g}|{k}|residual"] = np.asarray(f.residual, dtype=np.float16)
     npz = path.with_name(RESIDUAL_FILE)
-    with open(npz, "wb") as f:
+    with _replacing(npz, "wb") as f:
         np.savez_compressed(f, **grids)
     doc = {"form": FORM, "sources": table_hashes(),
            "source_package": "aiconfigurator-core 0.12.0 (NVIDIA, Apache-2.0)",
@@ -382,7 +396,7 @@ def write_fit(path=None, log=print) -> dict:
            "features": {op: {"compute": FEATURES[op], "memory": MEMORY_FEATURES[op]} for op in TABLES},
            "fits": {g: {k: _to_json(f) for k, f in ops.items()} for g, ops in fits.items()},
            "in_sample_error": insample, "heldout_error": heldout}
-    with open(path, "w") as f:
+    with _replacing(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
     _read_all.cache_clear()
