@@ -1,6 +1,6 @@
 """Calibration of the engine terms with optax, and its report (fit and leave-one-group-out errors).
 
-    python -m frontier_jax.calibration.fit   # refit every engine, rewrite frontier_jax/data/calibration.json
+    python -m frontier_jax.calibration.fit [ENGINE ...] [--report-only]   # rewrite frontier_jax/data/calibration.json
 
 Roofline engines ("current", "vllm-2023") fit the seven Efficiency terms; measured-kernel engines ("-kernels")
 fit only the three KernelEngine terms on top of the fixed kernel fits (issue 18).
@@ -25,13 +25,16 @@ import optax
 
 from ..costmodel import latency as lat
 from ..costmodel.arch.closed_loop import closed_loop
-from ..costmodel.catalog import (CALIBRATION_FILE, ENGINES, KERNEL_PRIOR, PRIOR, engine_form, stacked_hardware,
-                                 stacked_models)
+from ..costmodel.catalog import (CALIBRATION_FILE, ENGINES, KERNEL_PRIOR, PRIOR, engine_form, load_efficiency,
+                                 stacked_hardware, stacked_models)
 from ..costmodel.types import Efficiency, KernelEngine, Point, Scenario
 from ..resources import data_file
 
 DATA = data_file("")
 LONG_PROMPT = 4000.0  # tokens: the long-prompt TTFT check of issue 18
+# input-length buckets of the serving runs (1024; 4000 and 4096; 8192 tokens): (label, lowest, highest)
+INPUT_BUCKETS = (("input < 2000", 0.0, 2000.0), ("2000 <= input < 6000", 2000.0, 6000.0),
+                 ("input >= 6000", 6000.0, np.inf))
 CURRENT_CHUNK = 2048.0  # vLLM V1 default max_num_batched_tokens for online serving (api server), chunked prefill on
 
 
@@ -185,6 +188,8 @@ def report(engine, eff, logo_steps=300):
     out["leave_one_group_out_all_rows"] = {k: {"mean_abs_rel_error": float(np.mean(np.abs(e))),
                                                "median_abs_rel_error": float(np.median(np.abs(e)))}
                                            for k, e in logo.items()}
+    if "ttft" in rel:
+        out.update(_by_input_bucket(engine, d, logo, logo_steps))
     if "ttft" in rel:  # prompts of 4000 tokens or more (issue 18's long-prompt target)
         long = np.asarray(d["isl"]) >= LONG_PROMPT
         out["long_prompt_ttft"] = {"min_input_len": LONG_PROMPT, "rows": int(long.sum()),
@@ -194,16 +199,38 @@ def report(engine, eff, logo_steps=300):
     return out
 
 
+def _by_input_bucket(engine, d, logo, logo_steps):
+    """Errors by input-length bucket: of the leave-one-group-out predictions above, and of a fit that never saw
+    any run of the bucket (leave one bucket out)."""
+    isl = np.asarray(d["isl"])
+    by_group, held_out = {}, {}
+    for label, lo, hi in INPUT_BUCKETS:
+        m = (isl >= lo) & (isl < hi)
+        by_group[label] = {"rows": int(m.sum()), **{k: float(np.mean(np.abs(e[m]))) for k, e in logo.items()}}
+        held, _ = fit(engine, mask=jnp.asarray(~m), steps=logo_steps)
+        held_out[label] = {"rows": int(m.sum()),
+                           **{k: float(np.mean(np.abs(e[m]))) for k, e in _errors(engine, held, d).items()}}
+    return {"leave_one_group_out_by_input_bucket": by_group, "leave_one_input_bucket_out": held_out}
+
+
 def main(argv=None):
     """Refit the engines named in argv (default: every engine) and rewrite their records in
-    frontier_jax/data/calibration.json, keeping the others (`frontier calibrate`)."""
-    engines = list(argv) if argv else list(ENGINES)
+    frontier_jax/data/calibration.json, keeping the others (`frontier calibrate`). With "--report-only" the
+    stored terms are kept and only their report is recomputed."""
+    argv = list(argv or [])
+    report_only = "--report-only" in argv
+    argv = [a for a in argv if a != "--report-only"]
+    engines = argv or list(ENGINES)
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise SystemExit(f"unknown engine {unknown[0]!r}; known: {', '.join(ENGINES)}")
     result = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.exists() else {}
     for engine in engines:
-        eff, loss = fit(engine)
+        if report_only:  # keep the stored terms, recompute only the report
+            eff = load_efficiency(engine)
+            loss = result[engine]["report"]["loss_mean_squared_log_error"]
+        else:
+            eff, loss = fit(engine)
         rep = report(engine, eff)
         rep["loss_mean_squared_log_error"] = loss
         if engine_form(engine) is KernelEngine and _serving(engine):
