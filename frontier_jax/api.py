@@ -134,6 +134,7 @@ def assumptions(hardware, model, *, engine="current", precision="bf16", percenti
     source and date, the KV bandwidth per prefill GPU and where it comes from, engine, precision, percentile,
     dispatch, arrivals."""
     from .costmodel.catalog import hardware_info
+    from .costmodel.kernel import latency_paths
     if isinstance(hardware, str):
         info = hardware_info(hardware)
         p = info.get("price", {})
@@ -163,11 +164,14 @@ def assumptions(hardware, model, *, engine="current", precision="bf16", percenti
                                      if dispatch == "auto" else ""),
         "arrivals": arrivals,
         "sizing": "fluid (largest compliant rate per GPU)" if rate is None else f"rate {_describe(rate)} requests/s",
+        "latency_path": (latency_paths([hardware], [str(engine)]) if isinstance(hardware, str) else
+                         latency_paths(["the Hardware object given"], [str(engine)])),
     }
 
 
 ASSUMPTION_KEYS = ("price", "price_units", "price_source", "price_date", "kv_bandwidth", "kv_bandwidth_units",
-                   "kv_bandwidth_source", "engine", "precision", "percentile", "dispatch", "arrivals", "sizing")
+                   "kv_bandwidth_source", "engine", "precision", "percentile", "dispatch", "arrivals", "sizing",
+                   "latency_path")
 
 
 def _prepare(hardware, model, kw):

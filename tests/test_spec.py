@@ -37,7 +37,7 @@ def test_default_registry_has_required_inputs():
             "flops_scale cache_hit").split()
     assert set(need) <= set(DEFAULT_REGISTRY)
     assert DEFAULT_REGISTRY["total_gpus"].kind == "integer"
-    assert DEFAULT_REGISTRY["engine"].choices_fn() == ["current", "vllm-2023"]
+    assert DEFAULT_REGISTRY["engine"].choices_fn() == ["current", "vllm-2023", "current-kernels", "vllm-2023-kernels"]
 
 
 def test_registry_is_the_runners_only_vocabulary():

@@ -1,16 +1,10 @@
-"""Kernel latencies fitted to measured vLLM kernel tables (issue 18, phase 1).
+"""Fitting kernel latencies to measured vLLM kernel tables (issue 18); the evaluation is frontier_jax.costmodel.kernels.
 
     python3 -m frontier_jax.calibration.kernels --fit      # refit, rewrite frontier_jax/data/kernel_fit.json
     python3 -m frontier_jax.calibration.kernels --report   # held-out error table (every fifth shape left out)
 
 Data: frontier_jax/data/kernels/*.csv.gz (NVIDIA AIConfigurator perf tables; see the README there). One fitted form
-per (GPU, operation, dtype), smooth in every argument and cheap to evaluate in JAX:
-
-    t = t0 + smoothmax_p(F / (P eta_c), B / (W eta_m)),   smoothmax_p(x, y) = (x^p + y^p)^(1/p)
-    eta_c = eta_c_max * prod_j sat(x_j; s_j, a_j),        sat(x; s, a) = x^a / (x^a + s^a)   (same for eta_m)
-
-F and B are the operation's FLOPs and HBM (or, for the all-reduce, NVLink) bytes; P and W the GPU's peak FLOP/s and
-bandwidth from hardware/*.toml; x_j its size features (`FEATURES`). Fitted in log space (squared log error) by
+per (GPU, operation, dtype) (the form: frontier_jax.costmodel.kernels), fitted in log space (squared log error) by
 Levenberg-Marquardt on a jax.jacfwd Jacobian (numpy solves; no scipy).
 """
 from __future__ import annotations
@@ -21,178 +15,28 @@ import csv
 import gzip
 import functools
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..costmodel.catalog import load_hardware
-from ..costmodel.types import Hardware
+from ..costmodel import kernels as kn
+from ..costmodel.kernels import (  # noqa: F401  (re-exported: the fitting's vocabulary)
+    ALLREDUCE_GPUS, COORDS, FEATURES, GPUS, KERNEL_FIT_FILE, MEMORY_FEATURES, RESIDUAL_FILE, SCALARS, GpuKernels,
+    OpFit, KernelSet, allreduce_seconds, allreduce_terms, base_seconds, context_seconds, context_terms, evaluate,
+    gemm_seconds, gemm_terms, generation_seconds, generation_terms, load_kernel_fit, read_fit_file)
 from ..resources import data_file
 
-KERNEL_FIT_FILE = "kernel_fit.json"
-RESIDUAL_FILE = "kernel_fit_residuals.npz"
 TABLES = ("gemm", "context_attention", "generation_attention", "allreduce")
-GPUS = ("a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm")
 DTYPES = ("bfloat16", "fp8")
-ALLREDUCE_GPUS = (2, 4, 8)
 ALLREDUCE_IMPL = "vLLM_custom_graph"  # vLLM's CUDA-graph custom all-reduce (what a decode step runs)
 HOLDOUT_EVERY = 5
 FORM = ("t = t0 + (c^p + m^p)^(1/p); c = F / (P eta_c prod_j sat(x_j)), m = B / (W eta_m prod_j sat(y_j)), "
         "sat(x) = x^a / (x^a + s^a); seconds, FLOPs, bytes")
-OUT_BYTES = 2.0  # bf16 activations and outputs
-
-
-class OpFit(NamedTuple):
-    """Fitted latency form of one (GPU, operation, dtype): t0 in s; efficiencies dimensionless; s in the units of
-    their size feature (`FEATURES`)."""
-
-    t0: jax.Array
-    eta_c: jax.Array        # asymptotic fraction of peak FLOP/s
-    eta_m: jax.Array        # asymptotic fraction of peak bandwidth
-    p: jax.Array            # smooth-max exponent
-    c_scale: jax.Array      # (n_c,) half-saturation sizes of the compute efficiency
-    c_exp: jax.Array        # (n_c,) their exponents
-    m_scale: jax.Array      # (n_m,) ... of the memory efficiency
-    m_exp: jax.Array
-    axes: tuple = ()        # log of the measured grid's values per coordinate (`COORDS`)
-    residual: jax.Array = 0.0  # log(measured / form) on that grid; cells without a row filled from neighbours
-
-
-class GpuKernels(NamedTuple):
-    """The fitted kernels of one GPU. `*_fp8` on A100 repeats the bf16 fit (no FP8 rows measured there);
-    `allreduce` is a tuple over TP degree 2, 4, 8."""
-
-    gemm_bf16: OpFit
-    gemm_fp8: OpFit
-    context_bf16: OpFit
-    context_fp8: OpFit
-    generation_bf16: OpFit
-    generation_fp8: OpFit
-    allreduce: tuple
-
-
-# ---------------------------------------------------------------------------------------------------- physics
-def gemm_terms(hw: Hardware, m, n, k, fp8):
-    """(FLOPs, bytes, peak FLOP/s, bandwidth, compute features, memory features) of one [m,k]x[k,n] GEMM."""
-    e = 2.0 - fp8
-    flops = 2.0 * m * n * k
-    nbytes = e * (m * k + k * n) + OUT_BYTES * m * n
-    peak = jnp.where(fp8 > 0.5, hw.fp8_flops, hw.bf16_flops)
-    return flops, nbytes, peak, hw.hbm_bandwidth, (m, n, k), (nbytes,), (m, n, k)
-
-
-def context_terms(hw: Hardware, batch, tokens, prefix, heads, kv_heads, head_dim, fp8):
-    """Terms of causal prefill attention: `batch` sequences of `tokens` new query tokens after `prefix` cached ones
-    (per-GPU head counts). Each new token i attends to prefix + i keys: 4 h d (prefix + i) FLOPs."""
-    flops = 2.0 * batch * heads * head_dim * tokens * (2.0 * prefix + tokens)
-    kv = (2.0 - fp8) * batch * 2.0 * kv_heads * head_dim * (prefix + tokens)
-    nbytes = kv + OUT_BYTES * batch * 2.0 * heads * head_dim * tokens
-    return (flops, nbytes, hw.bf16_flops, hw.hbm_bandwidth, (tokens + prefix, batch * heads, head_dim), (nbytes,),
-            (batch, tokens + prefix, heads, kv_heads, head_dim))
-
-
-def generation_terms(hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8):
-    """Terms of one decode step's attention: `batch` sequences reading `context` cached tokens each."""
-    flops = 4.0 * batch * heads * head_dim * context
-    nbytes = (2.0 - fp8) * batch * 2.0 * kv_heads * head_dim * context + OUT_BYTES * 2.0 * batch * heads * head_dim
-    return (flops, nbytes, hw.bf16_flops, hw.hbm_bandwidth, (batch * heads,), (nbytes, batch * kv_heads, context),
-            (batch, context, heads, kv_heads, head_dim))
-
-
-def allreduce_terms(hw: Hardware, elements, gpus):
-    """Terms of a bf16 all-reduce of `elements` on `gpus` GPUs: ring traffic 2 (g-1)/g * bytes over NVLink."""
-    nbytes = 2.0 * (gpus - 1.0) / gpus * 2.0 * elements
-    return jnp.zeros_like(nbytes), nbytes, hw.bf16_flops, hw.nvlink_bandwidth, (), (nbytes,), (elements,)
-
-
-COORDS = {"gemm": ("m", "n", "k"), "context_attention": ("batch", "isl", "heads", "kv_heads", "head_dim"),
-          "generation_attention": ("batch", "step", "heads", "kv_heads", "head_dim"), "allreduce": ("elements",)}
-FEATURES = {"gemm": ("m", "n", "k"), "context_attention": ("prefix+tokens", "batch*heads", "head_dim"),
-            "generation_attention": ("batch*heads",),
-            "allreduce": ()}
-MEMORY_FEATURES = {"gemm": ("bytes",), "context_attention": ("bytes",),
-                   "generation_attention": ("bytes", "batch*kv_heads", "context"), "allreduce": ("bytes",)}
-
-
-def _log_sat(x, scale, a):
-    return jax.nn.log_sigmoid(a * (jnp.log(x) - jnp.log(scale)))
-
-
-def _interp(axes, grid, coords):
-    """Multilinear interpolation of `grid` at log(coords), clamped to the grid's edges."""
-    if not axes:
-        return 0.0
-    lo, wt = [], []
-    for a, x in zip(axes, coords):
-        lx = jnp.log(x)
-        if a.shape[0] == 1:
-            lo.append(jnp.zeros(jnp.shape(lx), int))
-            wt.append(jnp.zeros(jnp.shape(lx)))
-            continue
-        i = jnp.clip(jnp.searchsorted(a, lx) - 1, 0, a.shape[0] - 2)
-        lo.append(i)
-        wt.append(jnp.clip((lx - a[i]) / (a[i + 1] - a[i]), 0.0, 1.0))
-    out = 0.0
-    for corner in itertools.product((0, 1), repeat=len(axes)):
-        if any(c and a.shape[0] == 1 for c, a in zip(corner, axes)):
-            continue
-        w = functools.reduce(jnp.multiply, [wd if c else 1.0 - wd for c, wd in zip(corner, wt)])
-        out = out + w * grid[tuple(i + c for i, c in zip(lo, corner))]
-    return out
-
-
-def evaluate(fit: OpFit, terms):
-    """Seconds of one kernel: the fitted form times exp(interpolated log residual on the measured grid).
-    `terms` is the output of one of the *_terms functions."""
-    return base_seconds(fit, terms) * jnp.exp(_interp(fit.axes, fit.residual, terms[6]))
-
-
-def base_seconds(fit: OpFit, terms):
-    """Seconds of one kernel from the fitted smooth form alone (no residual grid)."""
-    flops, nbytes, peak, bw, cf, mf = terms[:6]
-    log_ec = jnp.log(fit.eta_c) + sum(_log_sat(x, fit.c_scale[j], fit.c_exp[j]) for j, x in enumerate(cf))
-    log_em = jnp.log(fit.eta_m) + sum(_log_sat(x, fit.m_scale[j], fit.m_exp[j]) for j, x in enumerate(mf))
-    log_m = jnp.log(nbytes) - jnp.log(bw) - log_em
-    if not cf:  # no compute term (all-reduce)
-        return fit.t0 + jnp.exp(log_m)
-    log_c = jnp.log(jnp.maximum(flops, 1e-30)) - jnp.log(peak) - log_ec
-    return fit.t0 + jnp.exp(jnp.logaddexp(fit.p * log_c, fit.p * log_m) / fit.p)
-
-
-def gemm_seconds(kern: GpuKernels, hw: Hardware, m, n, k, fp8=0.0):
-    """Seconds of one GEMM [m,k]x[k,n] (bf16, or FP8 per-tensor scaled where fp8 = 1)."""
-    tb = evaluate(kern.gemm_bf16, gemm_terms(hw, m, n, k, 0.0 * fp8))
-    tf = evaluate(kern.gemm_fp8, gemm_terms(hw, m, n, k, 1.0 + 0.0 * fp8))
-    return jnp.where(fp8 > 0.5, tf, tb)
-
-
-def context_seconds(kern: GpuKernels, hw: Hardware, batch, tokens, prefix, heads, kv_heads, head_dim, fp8=0.0):
-    """Seconds of prefill attention (per-GPU heads); fp8 = 1: FP8 KV cache."""
-    tb = evaluate(kern.context_bf16, context_terms(hw, batch, tokens, prefix, heads, kv_heads, head_dim, 0.0 * fp8))
-    tf = evaluate(kern.context_fp8, context_terms(hw, batch, tokens, prefix, heads, kv_heads, head_dim, 1.0 + 0 * fp8))
-    return jnp.where(fp8 > 0.5, tf, tb)
-
-
-def generation_seconds(kern: GpuKernels, hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8=0.0):
-    """Seconds of one decode step's attention over `context` cached tokens per sequence; fp8 = 1: FP8 KV cache."""
-    tb = evaluate(kern.generation_bf16, generation_terms(hw, batch, context, heads, kv_heads, head_dim, 0.0 * fp8))
-    tf = evaluate(kern.generation_fp8, generation_terms(hw, batch, context, heads, kv_heads, head_dim, 1 + 0 * fp8))
-    return jnp.where(fp8 > 0.5, tf, tb)
-
-
-def allreduce_seconds(kern: GpuKernels, hw: Hardware, elements, gpus):
-    """Seconds of one bf16 all-reduce of `elements` on a TP group of `gpus` (2, 4 or 8 measured; 0 s at 1 GPU and
-    at any other degree, which the tables do not cover)."""
-    out = jnp.zeros(jnp.broadcast_shapes(jnp.shape(elements), jnp.shape(gpus)))
-    for i, g in enumerate(ALLREDUCE_GPUS):
-        out = jnp.where(gpus == g, evaluate(kern.allreduce[i], allreduce_terms(hw, elements, float(g))), out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -356,11 +200,8 @@ def fit_all(holdout: bool = False, log=print) -> tuple[dict, list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------------- storage
-_SCALARS = ("t0", "eta_c", "eta_m", "p", "c_scale", "c_exp", "m_scale", "m_exp")
-
-
 def _to_json(fit: OpFit) -> dict:
-    return {k: np.asarray(getattr(fit, k)).tolist() for k in _SCALARS}
+    return {k: np.asarray(getattr(fit, k)).tolist() for k in SCALARS}
 
 
 @contextlib.contextmanager
@@ -399,41 +240,9 @@ def write_fit(path=None, log=print) -> dict:
     with _replacing(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
-    _read_all.cache_clear()
+    kn._read_all.cache_clear()
+    kn._stacked_numpy.cache_clear()
     return doc
-
-
-def read_fit_file(path=None) -> dict:
-    """The parsed kernel_fit.json."""
-    with open(path or data_file(KERNEL_FIT_FILE)) as f:
-        return json.load(f)
-
-
-@functools.lru_cache(maxsize=4)
-def _read_all(path):
-    doc = read_fit_file(path)
-    with np.load(Path(path).with_name(RESIDUAL_FILE)) as z:
-        grids = {k: z[k] for k in z.files}
-    return doc, grids
-
-
-def load_kernel_fit(gpu: str, path=None) -> GpuKernels:
-    """The fitted kernels of one GPU (hardware name as in hardware/*.toml) from kernel_fit.json and its residual
-    grids. A GPU without FP8 rows (A100) gets its bf16 fits for the FP8 entries."""
-    doc, grids = _read_all(str(path or data_file(KERNEL_FIT_FILE)))
-    ops = doc["fits"][gpu]
-
-    def get(key):
-        d = ops[key]
-        n_axes = sum(1 for k in grids if k.startswith(f"{gpu}|{key}|axis"))
-        axes = tuple(jnp.asarray(grids[f"{gpu}|{key}|axis{j}"]) for j in range(n_axes))
-        return OpFit(*(jnp.asarray(d[k], dtype=float) for k in _SCALARS), axes=axes,
-                     residual=jnp.asarray(grids[f"{gpu}|{key}|residual"], dtype=float))
-
-    dt = lambda op, v: get(f"{op}/{v}" if f"{op}/{v}" in ops else f"{op}/bfloat16")  # noqa: E731
-    return GpuKernels(dt("gemm", "bfloat16"), dt("gemm", "fp8"), dt("context_attention", "bfloat16"),
-                      dt("context_attention", "fp8"), dt("generation_attention", "bfloat16"),
-                      dt("generation_attention", "fp8"), tuple(get(f"allreduce/{g}") for g in ALLREDUCE_GPUS))
 
 
 def report_table(errors: list[dict]) -> str:

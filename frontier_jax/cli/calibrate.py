@@ -10,6 +10,10 @@ def register(sub) -> None:
     c = sub.add_parser("calibrate", help="refit the efficiency terms (optax) and rewrite data/calibration.json")
     c.add_argument("--kernels", action="store_true",
                    help="instead: refit the measured kernel latencies (data/kernels/) and rewrite data/kernel_fit.json")
+    c.add_argument("--engine", action="append", default=None, metavar="NAME",
+                   help="refit only this engine (repeatable; default: every engine)")
+    c.add_argument("--report-only", action="store_true",
+                   help="keep the stored engine terms; recompute only their error report")
     c.set_defaults(run=run)
 
 
@@ -21,4 +25,4 @@ def run(a) -> None:
         kernels.main(["--fit"])
         return
     from ..calibration import fit
-    fit.main([])
+    fit.main((a.engine or []) + (["--report-only"] if a.report_only else []))

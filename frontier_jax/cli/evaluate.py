@@ -24,7 +24,8 @@ def register(sub) -> None:
     e.add_argument("--top", type=int, metavar="K", help="the K cheapest configurations per architecture, ranked")
     e.add_argument("--gpus", type=int, metavar="N", help="a fixed budget of N GPUs: the most SLO-compliant load "
                                                          "each architecture carries on them, and its cost")
-    e.add_argument("--engine", default="current", help="current | vllm-2023")
+    e.add_argument("--engine", default="current", help="current | vllm-2023 (roofline); current-kernels | "
+                   "vllm-2023-kernels (iterations from measured kernels)")
     e.add_argument("--precision", default="bf16", help="bf16 | fp8")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=run)

@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from ..errors import FrontierError
 from ..resources import data_file, search_dirs
-from .types import HARDWARE_FIELDS, MODEL_FIELDS, Efficiency, Hardware, Model
+from .types import HARDWARE_FIELDS, MODEL_FIELDS, Efficiency, Hardware, KernelEngine, Model
 
 CALIBRATION_FILE = data_file("calibration.json")
-ENGINES = ("current", "vllm-2023")
+ENGINES = ("current", "vllm-2023", "current-kernels", "vllm-2023-kernels")
+"""Serving-engine generations. "-kernels": iterations composed from measured kernels (types.KernelEngine, issue 18);
+the others: the roofline with calibrated efficiencies (types.Efficiency)."""
 PRECISIONS = ("bf16", "fp8")
 
 # SI units only: a file in TFLOP/s or GB is rejected rather than silently mis-scaled.
@@ -107,11 +110,14 @@ def digest(hardware: Sequence[str] = (), models: Sequence[str] = ()) -> str:
 
 
 def calibration_digest() -> str:
-    """SHA-256 prefix of data/calibration.json ("none" without one)."""
-    try:
-        return hashlib.sha256(CALIBRATION_FILE.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "none"
+    """SHA-256 prefix of data/calibration.json and the kernel fits (kernel_fit.json and its residual grids)."""
+    h = hashlib.sha256()
+    for f in (CALIBRATION_FILE, data_file("kernel_fit.json"), data_file("kernel_fit_residuals.npz")):
+        try:
+            h.update(f.read_bytes())
+        except OSError:
+            h.update(b"<missing>")
+    return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- reading and validating
@@ -219,7 +225,25 @@ def load_hardware(name_or_obj: str | Hardware) -> Hardware:
     if isinstance(name_or_obj, Hardware):
         return name_or_obj
     info = hardware_info(name_or_obj)  # type: ignore[arg-type]
-    return Hardware(*(jnp.asarray(float(info[f]["value"])) for f in HARDWARE_FIELDS))
+    fields = {f: jnp.asarray(float(info[f]["value"])) for f in HARDWARE_FIELDS}
+    return Hardware(**fields, kernel_gpu=jnp.asarray(float(kernel_index(name_or_obj, info))))  # type: ignore[arg-type]
+
+
+def kernel_index(name: str, info: dict[str, Any] | None = None) -> int:
+    """Index into costmodel.kernels.GPUS of the kernel tables a GPU uses: its own, or the closest tabled GPU's."""
+    from .kernels import GPUS, closest_tabled
+    if name in GPUS:
+        return GPUS.index(name)
+    info = info or hardware_info(name)
+    return int(closest_tabled(float(info["bf16_flops"]["value"]), float(info["hbm_bandwidth"]["value"]), xp=np))
+
+
+def kernel_path(name: str) -> str:
+    """Which latency path a GPU takes: its own measured kernel tables, or the closest tabled GPU's fits."""
+    from .kernels import GPUS
+    proxy = GPUS[kernel_index(name)]
+    return ("its own measured kernel tables" if proxy == name else
+            f"no kernel tables: its spec-sheet peaks with the fitted kernel efficiencies of {proxy}")
 
 
 def load_model(name_or_obj: str | Model) -> Model:
@@ -267,23 +291,43 @@ def _calibration() -> dict:
     return json.loads(CALIBRATION_FILE.read_text())
 
 
+# Starting point of the kernel engines' fit: 1 ms per iteration, 10 us per layer, 10 activation passes per layer.
+KERNEL_PRIOR = KernelEngine(1e-3, 1e-5, 10.0)
+
+
+def engine_form(engine: str) -> type:
+    """The engine's pytree type: KernelEngine (measured kernels) or Efficiency (roofline)."""
+    return KernelEngine if engine.endswith("-kernels") else Efficiency
+
+
 def calibration_record(engine: str) -> dict:
     """The fitted parameters plus the fit report (errors, data used) of an engine generation."""
     if engine not in ENGINES:
         raise FrontierError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
-    return _calibration().get(engine, {"params": PRIOR._asdict(), "report": {"status": "prior (not fitted)"}})
+    prior = KERNEL_PRIOR if engine_form(engine) is KernelEngine else PRIOR
+    return _calibration().get(engine, {"params": prior._asdict(), "report": {"status": "prior (not fitted)"}})
 
 
-def load_efficiency(engine: str = "current") -> Efficiency:
-    """The calibrated Efficiency of an engine generation (scalar leaves)."""
-    rec = calibration_record(engine)
-    return Efficiency(**{k: jnp.asarray(float(rec["params"][k])) for k in Efficiency._fields})
+def load_efficiency(engine: str = "current") -> Efficiency | KernelEngine:
+    """The calibrated terms of an engine generation (scalar leaves): an Efficiency or a KernelEngine."""
+    rec, form = calibration_record(engine), engine_form(engine)
+    return form(**{k: jnp.asarray(float(rec["params"][k])) for k in form._fields})
 
 
-def stacked_efficiency(engines=ENGINES) -> Efficiency:
-    """One Efficiency whose leaves are 1-D arrays, entry i from engines[i]."""
-    effs = [load_efficiency(e) for e in engines]
-    return Efficiency(*(jnp.stack(xs) for xs in zip(*effs)))
+def stacked_efficiency(engines=("current", "vllm-2023"), used=None) -> Efficiency | KernelEngine:
+    """One engine pytree whose leaves are 1-D arrays, entry i from engines[i]. The engines `used` (default: all)
+    must share a latency form (each form is its own compiled program); entries of the other form, never indexed,
+    hold that form's prior."""
+    used = list(engines) if used is None else list(used)
+    forms = {engine_form(e) for e in used}
+    if len(forms) > 1:
+        kern = [e for e in used if engine_form(e) is KernelEngine]
+        raise FrontierError(f"engines {', '.join(used)} mix two latency forms (measured kernels: {', '.join(kern)});"
+                            " sweep the -kernels engines in a separate run")
+    form = forms.pop()
+    prior = KERNEL_PRIOR if form is KernelEngine else PRIOR
+    effs = [load_efficiency(e) if engine_form(e) is form else form(*map(jnp.asarray, prior)) for e in engines]
+    return form(*(jnp.stack(xs) for xs in zip(*effs)))
 
 
 def precision_flag(precision: str) -> float:

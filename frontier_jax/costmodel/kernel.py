@@ -23,7 +23,7 @@ from .cost import evaluate_point
 from .inputs import DISPATCH_CHOICES, MAX_TPOT_S, MAX_TTFT_S, assemble
 from .policy import enforce
 from .search import DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, search_link_blind, search_prefill_pool
-from .types import SearchSpace
+from .types import KernelEngine, SearchSpace
 
 INPUTS: Mapping[str, InputSpec] = {
     s.name: s
@@ -103,7 +103,19 @@ def sweep_assumptions(spec: SweepSpec) -> dict[str, str]:
            "assumed_kv_bandwidth": ("the kv_bandwidth input (byte s-1 per prefill GPU)" if "kv_bandwidth" in given
                                     else "byte s-1 per prefill GPU, the GPU's scale-out NIC: " + "; ".join(nics))}
     out.update({f"assumed_{k}": v for k, v in defaults.items() if k not in given})
+    out["latency_path"] = latency_paths([str(h) for h in _spec_values(spec, "hardware")],
+                                        [str(e) for e in _spec_values(spec, "engine")] or ["current"])
     return out
+
+
+def latency_paths(gpus: list[str], engines: list[str]) -> str:
+    """Which latency path each GPU takes under the engines: measured kernels (its own tables, or the closest tabled
+    GPU's fitted efficiencies with its own peaks) or the roofline with calibrated efficiencies."""
+    if catalog.engine_form(engines[0]) is not KernelEngine:
+        return "roofline with the engine's calibrated efficiencies (" + ", ".join(engines) + ") for every GPU"
+    path = lambda h: (catalog.kernel_path(h) if h in catalog.list_hardware() else  # noqa: E731
+                      "its kernel_gpu index, or the tabled GPU closest by peaks")
+    return "operations from measured kernels: " + "; ".join(f"{h}: {path(h)}" for h in gpus)
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -118,10 +130,11 @@ def check_spec(spec: SweepSpec) -> None:
         raise FrontierError("total_gpus caps an integral deployment: add rate to [fixed] or [axes]")
 
 
-def stacked_tables(choices: Mapping[str, tuple]) -> tuple:
-    """(Hardware, Model, Efficiency with leaves stacked over the spec's choices, index of fp8 among precisions)."""
+def stacked_tables(choices: Mapping[str, tuple], engines=("current",)) -> tuple:
+    """(Hardware, Model, engine terms with leaves stacked over the spec's choices, index of fp8 among precisions).
+    `engines`: those the spec uses (one latency form)."""
     return (catalog.stacked_hardware(list(choices["hardware"])), catalog.stacked_models(list(choices["model"])),
-            catalog.stacked_efficiency(tuple(choices.get("engine", ("current",)))),
+            catalog.stacked_efficiency(tuple(choices.get("engine", ("current",))), engines),
             list(choices.get("precision", catalog.PRECISIONS)).index("fp8"))
 
 
@@ -156,7 +169,7 @@ class SweepKernel:
     def __init__(self, spec: SweepSpec, space: SearchSpace):
         check_spec(spec)
         self.spec, self.space = spec, space
-        self.tables = stacked_tables(spec.choices)
+        self.tables = stacked_tables(spec.choices, _spec_values(spec, "engine") or ["current"])
 
     @staticmethod
     def _outputs(out) -> dict:

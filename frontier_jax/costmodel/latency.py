@@ -1,7 +1,14 @@
-"""Latency primitives: roofline iteration times with calibrated efficiency (MODEL.md section 3).
+"""Latency primitives: the seconds of a prefill, decode or mixed iteration (MODEL.md section 3).
 
-Every function is elementwise in its array arguments, so it jit-compiles once and vmaps/broadcasts freely.
-Iteration time on a TP group of g GPUs:
+Every function is elementwise in its array arguments, so it jit-compiles once and vmaps/broadcasts freely. Two
+forms, chosen by the engine's type (static: a trace sees one):
+
+* `KernelEngine` (issue 18): the iteration as its operations, each from the measured kernel fits of the GPU
+  (costmodel/operations.py, kernels.py), plus the engine's fitted terms:
+  overhead + L (overhead_layer + elementwise_passes T hidden 2 / HBM bandwidth) for T tokens, L layers.
+
+* `Efficiency` (the roofline): one calibrated compute and memory efficiency for every operation. Iteration time on
+  a TP group of g GPUs:
 
     t = max(FLOPs / (g F eta_F(g)), bytes / (g B eta_B(g))) + all-reduce time + L t_layer + t_tp log2(g)
 
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .types import Efficiency, Hardware, Model
+from . import kernels as kn
+from . import operations as ops
+from .types import Efficiency, Hardware, KernelEngine, Model
 
 ACTIVATION_BYTES = 2.0  # bf16 activations in the TP all-reduce
 
@@ -82,20 +91,43 @@ def mixed_cost(model: Model, batch, context, chunk_tokens, chunk_prefix, fp8=0.0
     return flops, hbm, batch + chunk_tokens
 
 
+def uses_kernels(eff) -> bool:
+    """Whether an engine's iterations are composed from measured kernels (a KernelEngine) or the roofline."""
+    return isinstance(eff, KernelEngine)
+
+
+def engine_seconds(hw: Hardware, model: Model, eng: KernelEngine, tokens):
+    """The engine's own seconds in an iteration of `tokens` tokens, beyond its measured kernels."""
+    passes = eng.elementwise_passes * tokens * model.hidden * ACTIVATION_BYTES / hw.hbm_bandwidth
+    return eng.overhead + model.layers * (eng.overhead_layer + passes)
+
+
 def prefill_seconds(hw, model, eff, tokens, tp, batch=1.0, fp8=0.0):
     """Seconds of one prefill iteration of `batch` prompts of `tokens` tokens on a TP group of `tp` GPUs."""
+    if uses_kernels(eff):
+        t = ops.prefill_iteration_seconds(hw, model, kn.kernel_set(hw), tokens, 0.0, tp, fp8, batch)
+        return t + engine_seconds(hw, model, eff, batch * tokens)
     f, b, n = prefill_cost(model, tokens, batch, fp8)
     return iteration_time(hw, model, eff, f, b, n, tp, fp8)
 
 
 def decode_seconds(hw, model, eff, batch, context, tp, fp8=0.0):
-    """Seconds of one decode iteration of `batch` sequences at mean context `context` (tokens)."""
+    """Seconds of one decode iteration of `batch` sequences at mean context `context` (tokens). With measured
+    kernels an iteration carries at least one sequence (batch below 1 costs as 1)."""
+    if uses_kernels(eff):
+        b = jnp.maximum(batch, 1.0)
+        return (ops.decode_iteration_seconds(hw, model, kn.kernel_set(hw), b, context, tp, fp8)
+                + engine_seconds(hw, model, eff, b))
     f, b, n = decode_cost(model, batch, context, fp8)
     return iteration_time(hw, model, eff, f, b, n, tp, fp8)
 
 
 def mixed_seconds(hw, model, eff, batch, context, chunk_tokens, chunk_prefix, tp, fp8=0.0):
     """Seconds of one chunked-prefill iteration (`batch` decodes plus `chunk_tokens` prompt tokens)."""
+    if uses_kernels(eff):
+        t = ops.mixed_iteration_seconds(hw, model, kn.kernel_set(hw), batch, context, chunk_tokens, chunk_prefix, tp,
+                                        fp8)
+        return t + engine_seconds(hw, model, eff, batch + chunk_tokens)
     f, b, n = mixed_cost(model, batch, context, chunk_tokens, chunk_prefix, fp8)
     return iteration_time(hw, model, eff, f, b, n, tp, fp8)
 

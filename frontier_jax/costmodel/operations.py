@@ -13,7 +13,9 @@ plus the LM head (m = sampled tokens, n = vocab / g, k = hidden, bf16: vLLM does
 per-iteration framework overhead (an explicit parameter, 0 by default; phase 2 fits it end to end). T is the
 iteration's token count. The embedding lookup, norms, rotary embedding, activation and sampling kernels are not
 counted. KV heads fewer than g are replicated (one per GPU), as vLLM does. Every function is elementwise in its array
-arguments (jit/vmap-able and differentiable; the kernels come from frontier_jax.calibration.kernels).
+arguments (jit/vmap-able and differentiable; the kernels come from frontier_jax.costmodel.kernels, a `KernelSet`).
+The serving engine's own terms (framework overhead, the uncounted elementwise kernels) are added on top by
+frontier_jax.costmodel.latency.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..calibration import kernels as kn
+from . import kernels as kn
 from .types import Hardware, Model
 
 
@@ -53,21 +55,28 @@ def heads_per_gpu(model: Model, tp):
     return model.q_heads / tp, jnp.maximum(model.kv_heads / tp, 1.0)
 
 
-def iteration_ops(hw: Hardware, model: Model, fit: kn.GpuKernels, prefill_seqs, prefill_tokens, prefix, decode_seqs,
+def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, prefill_tokens, prefix, decode_seqs,
                   context, sampled, tp, fp8=0.0) -> OpTimes:
     """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
     `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens."""
     hq, hkv = heads_per_gpu(model, tp)
     d = model.head_dim
     t = prefill_seqs * prefill_tokens + decode_seqs
-    gemm = lambda n, k: kn.gemm_seconds(fit, hw, t, n, k, fp8)  # noqa: E731
+    # the four token GEMMs and the LM head as one batched evaluation (last axis), the LM head in bf16 (vLLM does not
+    # quantise it) over the sampled tokens only
+    lm_on = sampled > 0
+    stack = lambda *xs: jnp.stack(jnp.broadcast_arrays(*xs), axis=-1)  # noqa: E731
+    m = stack(t, t, t, t, jnp.where(lm_on, sampled, 1.0))
+    n = stack((hq + 2.0 * hkv) * d, model.hidden, 2.0 * model.ffn / tp, model.hidden, model.vocab / tp)
+    k = stack(model.hidden, hq * d, model.hidden, model.ffn / tp, model.hidden)
+    f8 = stack(fp8, fp8, fp8, fp8, 0.0 * fp8)
+    g = kn.gemm_seconds(fit, hw, m, n, k, f8)
     ctx = _when(prefill_seqs * prefill_tokens > 0,
                 lambda b, q: kn.context_seconds(fit, hw, b, q, prefix, hq, hkv, d, fp8), prefill_seqs, prefill_tokens)
-    gen = _when(decode_seqs > 0, lambda b: kn.generation_seconds(fit, hw, b, context, hq, hkv, d, fp8), decode_seqs)
+    gen = _when(decode_seqs > 0, lambda b, cx: kn.generation_seconds(fit, hw, b, cx, hq, hkv, d, fp8), decode_seqs,
+                context)
     ar = 2.0 * kn.allreduce_seconds(fit, hw, t * model.hidden, tp)
-    lm = _when(sampled > 0, lambda s: kn.gemm_seconds(fit, hw, s, model.vocab / tp, model.hidden, 0.0), sampled)
-    return OpTimes(gemm((hq + 2.0 * hkv) * d, model.hidden), ctx + gen, gemm(model.hidden, hq * d),
-                   gemm(2.0 * model.ffn / tp, model.hidden), gemm(model.hidden, model.ffn / tp), ar, lm)
+    return OpTimes(g[..., 0], ctx + gen, g[..., 1], g[..., 2], g[..., 3], ar, jnp.where(lm_on, g[..., 4], 0.0))
 
 
 def total_seconds(model: Model, ops: OpTimes, overhead=0.0):

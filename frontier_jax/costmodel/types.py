@@ -56,6 +56,8 @@ class Hardware(NamedTuple):
     gpus_per_node: jax.Array
     price: jax.Array             # USD per GPU-hour
     power: jax.Array             # W (TDP)
+    kernel_gpu: jax.Array = -1.0  # index of its measured kernel tables (costmodel.kernels.GPUS); for a GPU without
+    #                               tables the closest tabled GPU's; -1: pick by peaks. Not a catalogue field.
 
 
 class Model(NamedTuple):
@@ -84,7 +86,17 @@ class Efficiency(NamedTuple):
     allreduce_latency: jax.Array  # per all-reduce launch latency, s (2 per layer when TP > 1)
 
 
-HARDWARE_FIELDS = Hardware._fields
+HARDWARE_FIELDS = tuple(f for f in Hardware._fields if f != "kernel_gpu")  # the catalogue's (TOML) fields
+
+
+class KernelEngine(NamedTuple):
+    """A serving-engine generation on top of measured kernels (costmodel/kernels.py, operations.py): the terms the
+    kernel tables do not hold, fitted end to end (frontier_jax.calibration.fit). An iteration of T tokens on a model
+    of L layers costs, beyond its kernels, overhead + L (overhead_layer + elementwise_passes T hidden 2 / HBM)."""
+
+    overhead: jax.Array            # s per iteration: scheduling, input preparation and sampling not hidden by the GPU
+    overhead_layer: jax.Array      # s per layer per iteration: the small uncounted kernels (norms, rotary, activation)
+    elementwise_passes: jax.Array  # reads and writes of the T x hidden bf16 activations per layer by those kernels
 MODEL_FIELDS = Model._fields
 
 

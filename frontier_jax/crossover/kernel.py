@@ -33,7 +33,7 @@ def make_kernel(key: KernelKey) -> Callable[[dict], dict]:
 
 
 def _build_kernel(key: KernelKey) -> Callable[[dict], dict]:
-    tables = stacked_tables(dict(key.choices))
+    tables = stacked_tables(dict(key.choices), key.engines)
     hw_t, _, eff_t, _ = tables
     axis, log, solver, space = key.solve_for, key.log, key.solver, key.space
     inputs = [(i, t.name) for i, t in enumerate(key.thetas) if t.source == "input"]
@@ -43,7 +43,7 @@ def _build_kernel(key: KernelKey) -> Callable[[dict], dict]:
     def efficiency(pt):
         e = jax.tree.map(lambda t: t[pt["engine"]] if "engine" in pt else t[0], eff_t)
         return e._replace(**{field: getattr(e, field) * pt[scale] for scale, field in EFFICIENCY_SCALES.items()
-                             if scale in pt})
+                             if scale in pt and field in e._fields})
 
     def base(pt, t: Theta, dt):
         if t.source == "efficiency":

@@ -15,6 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from ..costmodel import catalog
 from ..costmodel.kernel import INPUTS, check_spec
 from ..costmodel.types import Efficiency, SearchSpace
 from ..errors import FrontierError
@@ -34,7 +35,8 @@ BREAKEVEN_REGISTRY: Mapping[str, InputSpec] = {
 }
 EFFICIENCY_SCALES = {"eta_flops_scale": "eta_flops", "eta_hbm_scale": "eta_hbm"}
 EFFICIENCY_UNITS = {"eta_flops": "1", "eta_flops_decay": "1", "eta_hbm": "1", "eta_hbm_decay": "1",
-                    "overhead": "s", "overhead_tp": "s", "allreduce_latency": "s"}
+                    "overhead": "s", "overhead_tp": "s", "allreduce_latency": "s", "overhead_layer": "s",
+                    "elementwise_passes": "1"}
 DEFAULT_WRT = ("hbm_bandwidth_scale", "flops_scale", "eta_flops", "eta_hbm")
 BRACKET = ("bracket_lower", "bracket_upper")
 # Options of the [breakeven] table of a spec (and keyword arguments of `breakeven`), with their defaults.
@@ -66,6 +68,7 @@ class KernelKey:
     thetas: tuple[Theta, ...]
     solver: BracketedNewton
     space: SearchSpace
+    engines: tuple[str, ...] = ("current",)  # the engines the spec uses (one latency form)
 
 
 @dataclass(frozen=True)
@@ -158,19 +161,31 @@ def _is_positive(inp: InputSpec) -> bool:
     return inp.lower is not None and inp.lower == 0.0 and inp.lower_open
 
 
+def spec_engines(spec: SweepSpec) -> list[str]:
+    """The engines a spec uses (its engine axis or fixed value; "current" when it names none)."""
+    engines = [str(v) for a in spec.axes if a.name == "engine" for v in a.values]
+    engines += [str(f.value) for f in spec.fixed if f.name == "engine"]
+    return engines or ["current"]
+
+
+def _engine_form(spec: SweepSpec) -> type:
+    """The engine pytree type of a spec's engines (one form per spec; catalog.stacked_efficiency refuses a mix)."""
+    return catalog.engine_form(spec_engines(spec)[0])
+
+
 def _theta(name: str, spec: SweepSpec, solve_for: str) -> Theta:
     names = set(spec.axis_names) | {f.name for f in spec.fixed}
     if name == solve_for:
         raise FrontierError(f"cannot take the sensitivity of the {solve_for} root with respect to {solve_for} itself;"
                             " remove it from wrt")
-    if name in Efficiency._fields:
+    if name in _engine_form(spec)._fields:
         return Theta(name, "efficiency", EFFICIENCY_UNITS.get(name, "1"), f"calibrated efficiency term {name}")
     if spec.derived and name in DERIVED_OUTPUTS:
         raise FrontierError(f"{name} is derived from io_ratio and total_len in this spec; take the sensitivity to "
                             "io_ratio or total_len instead")
     inp = BREAKEVEN_REGISTRY.get(name)
     if inp is None:
-        known = sorted(set(Efficiency._fields) | {n for n, i in BREAKEVEN_REGISTRY.items() if i.kind == "continuous"})
+        known = sorted(set(_engine_form(spec)._fields) | {n for n, i in BREAKEVEN_REGISTRY.items() if i.kind == "continuous"})
         raise FrontierError(f"unknown sensitivity input {name!r}; choose from {', '.join(known)}")
     if inp.kind != "continuous":
         raise FrontierError(f"{name} is {inp.kind}; sensitivities need a continuous input")
@@ -217,7 +232,18 @@ def prepare(spec, solve_for: str | None = None, **options) -> Problem:
         raise FrontierError(f"axis {axis_name!r} has one value; give a range (its min and max are the bracket)")
     log = _is_positive(inp)
     wanted = [a.name for a in full.axes if a.kind == "continuous" and a.name != axis_name]
-    wanted += [w for w in opts["wrt"] if w not in wanted]
+    form = _engine_form(full)
+    roofline_only = set(Efficiency._fields) - set(form._fields)
+    default = opts["wrt"] == list(DEFAULT_WRT)
+    wanted += [w for w in opts["wrt"] if w not in wanted and not (default and w in roofline_only)]
+    scales = [n for n, field in EFFICIENCY_SCALES.items() if field in roofline_only and n in full.input_names]
+    if scales:
+        raise FrontierError(f"{scales[0]} scales a roofline efficiency; this spec's engine composes measured kernels "
+                            "(use flops_scale or hbm_bandwidth_scale)")
+    for w in wanted:
+        if w in roofline_only:
+            raise FrontierError(f"{w} is a term of the roofline engines; this spec's engine composes measured kernels:"
+                                f" take the sensitivity to one of {', '.join(form._fields)}")
     thetas = tuple(_theta(w, full, axis_name) for w in wanted)
 
     solver = BracketedNewton(samples=opts["samples"], max_steps=opts["max_steps"], ftol=opts["ftol"],
@@ -231,7 +257,7 @@ def prepare(spec, solve_for: str | None = None, **options) -> Problem:
     reduced = dataclasses.replace(full, axes=tuple(a for a in full.axes if a.name != axis_name),
                                   fixed=full.fixed + bracket, raw=raw_out)
     key = KernelKey(tuple(sorted((k, tuple(v)) for k, v in full.choices.items())), tuple(reduced.input_names),
-                    full.derived, axis_name, log, thetas, solver, space)
+                    full.derived, axis_name, log, thetas, solver, space, tuple(spec_engines(full)))
     return Problem(full, reduced, axis_name, log, lower, upper, thetas, solver, dict(raw_out["breakeven"]), key)
 
 

@@ -2,6 +2,7 @@
 point and the TPOT tail."""
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -79,8 +80,30 @@ def mean_context(sc: Scenario):
     return sc.input_len + 0.5 * sc.output_len * (1.0 + sc.output_cv**2)
 
 
+DECODE_KNOTS = tuple(2.0**j for j in range(13))  # 1, 2, 4, ..., 4096
+"""Batches at which a kernel-composed decode step is evaluated for `decode_affine` (beyond the last: its slope)."""
+
+
 def decode_affine(p: Point, tp, context):
-    """Decode step time as max of two affine maps of the batch b: (a1 + s1 b, a2 + s2 b)."""
+    """Decode step time as the max of increasing affine maps of the batch b, ((a1, s1), (a2, s2), ...).
+
+    Roofline: the compute and the memory branch (exact). Measured kernels: the slopes of the secants between
+    consecutive DECODE_KNOTS (floored at 0), each line lowered until no knot lies below it. Their max is the lower
+    convex envelope of the knots (at the slopes present): the piecewise-linear interpolant where the step time is
+    convex in b, below it where a measured bump makes it locally concave."""
+    if lat.uses_kernels(p.eff):
+        last = lambda x: jnp.asarray(x)[..., None]  # noqa: E731  (knots on a new last axis: one evaluation)
+        hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
+        knots = jnp.asarray(DECODE_KNOTS, jnp.result_type(float))
+        t_all = lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8))
+        ts = [t_all[..., j] for j in range(len(DECODE_KNOTS))]
+        out = []
+        for (b0, t0), (b1, t1) in zip(zip(DECODE_KNOTS, ts), zip(DECODE_KNOTS[1:], ts[1:])):
+            s = jnp.maximum((t1 - t0) / (b1 - b0), 0.0)
+            # lowered until it passes below every knot: a supporting line of the knots' lower convex envelope
+            a = functools.reduce(jnp.minimum, [t - s * b for b, t in zip(DECODE_KNOTS, ts)])
+            out.append((a, s))
+        return tuple(out)
     t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8)
     f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8)
     eta_f = p.eff.eta_flops * tp ** (-p.eff.eta_flops_decay)
@@ -99,15 +122,21 @@ def _ring_slope(p: Point, tp):
 
 
 def affine_time(branches, b):
-    """Decode step time at batch b from decode_affine's two branches."""
-    (a1, s1), (a2, s2) = branches
-    return jnp.maximum(a1 + s1 * b, a2 + s2 * b)
+    """Decode step time at batch b from decode_affine's branches."""
+    return functools.reduce(jnp.maximum, [a + s * b for a, s in branches])
 
 
 def affine_slope(branches, b):
-    """d(step time)/d(batch) of the active branch at batch b."""
-    (a1, s1), (a2, s2) = branches
-    return jnp.where(a1 + s1 * b >= a2 + s2 * b, s1, s2)
+    """d(step time)/d(batch) of the active branch at batch b (the first of the highest)."""
+    best, slope = None, None
+    for a, s in branches:
+        t = a + s * b
+        if best is None:
+            best, slope = t, s + 0.0 * t
+        else:
+            slope = jnp.where(t > best, s, slope)
+            best = jnp.maximum(best, t)
+    return slope
 
 
 def batch_fixed_point(branches, arrivals_per_step, constant=0.0):
@@ -119,7 +148,7 @@ def batch_fixed_point(branches, arrivals_per_step, constant=0.0):
         den = 1.0 - arrivals_per_step * s
         b = (constant + arrivals_per_step * (a + s)) / jnp.where(den > 0.0, den, 1.0)
         out.append(jnp.where(den > 0.0, b, jnp.inf))
-    return jnp.maximum(*out)
+    return functools.reduce(jnp.maximum, out)
 
 
 def normal_z(sc: Scenario):
