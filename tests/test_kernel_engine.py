@@ -25,7 +25,7 @@ ENGINE = KernelEngine(jnp.asarray(1.5e-3), jnp.asarray(1.2e-5), jnp.asarray(9.0)
 
 def test_stacked_tables_reproduce_each_gpus_own_fit():
     """Stacking pads every grid to a common shape; at any size, inside or beyond a GPU's own grid, the stacked
-    evaluation equals the GPU's fit on its own."""
+    evaluation equals the GPU's fit on its own (every operation, both precisions)."""
     rng = np.random.default_rng(3)
     m, n, k = (np.exp(rng.uniform(0, np.log(40000), 64)) for _ in range(3))
     for gpu in kn.GPUS:
@@ -40,6 +40,15 @@ def test_stacked_tables_reproduce_each_gpus_own_fit():
                            kn.generation_terms(hw, b, ctx, 8.0, 1.0, 128.0, 0.0))
         np.testing.assert_allclose(kn.generation_seconds(kn.load_kernel_fit(gpu), hw, b, ctx, 8.0, 1.0, 128.0), want,
                                    rtol=1e-12)
+        want = kn.evaluate(jax.tree.map(jnp.asarray, own.generation_fp8),
+                           kn.generation_terms(hw, b, ctx, 16.0, 2.0, 128.0, 1.0))
+        np.testing.assert_allclose(kn.generation_seconds(kn.load_kernel_fit(gpu), hw, b, ctx, 16.0, 2.0, 128.0, 1.0),
+                                   want, rtol=1e-12)
+        q, pre = np.exp(rng.uniform(0, np.log(20000), 16)), rng.uniform(0, 30000, 16)
+        for fp8, fit in ((0.0, own.context_bf16), (1.0, own.context_fp8)):
+            want = kn.evaluate(jax.tree.map(jnp.asarray, fit), kn.context_terms(hw, 2.0, q, pre, 8.0, 1.0, 128.0, fp8))
+            got = kn.context_seconds(kn.load_kernel_fit(gpu), hw, 2.0, q, pre, 8.0, 1.0, 128.0, fp8)
+            np.testing.assert_allclose(got, want, rtol=1e-12)
         e = np.exp(rng.uniform(np.log(1e3), np.log(1e9), 16))
         want = kn.evaluate(jax.tree.map(jnp.asarray, own.allreduce[1]), kn.allreduce_terms(hw, e, 4.0))
         np.testing.assert_allclose(kn.allreduce_seconds(kn.load_kernel_fit(gpu), hw, e, 4.0), want, rtol=1e-12)
