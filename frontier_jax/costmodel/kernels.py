@@ -189,6 +189,36 @@ def context_seconds(kern: KernelSet, hw: Hardware, batch, tokens, prefix, heads,
     return evaluate(kern.tables.context, terms, _dtype_entry(kern, fp8))
 
 
+def context_slice(kern: KernelSet, heads, kv_heads, head_dim, fp8=0.0):
+    """(log isl knots, log residual there) of one prompt's prefill attention (batch 1) with these per-GPU heads: the
+    residual grid cut at every coordinate but the total length isl = tokens + prefix. Multilinear interpolation
+    is linear along one axis between its knots, so interpolating the cut is the full interpolation (exact)."""
+    g = _dtype_entry(kern, fp8)
+    fit = kern.tables.context
+    row = fit.axes[1][g]
+    last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
+    coords = (jnp.ones_like(row), jnp.exp(row), last(heads), last(kv_heads), last(head_dim))
+    return row, _interp(fit.axes, fit.residual, coords, last(g))
+
+
+def context_seconds_on_slice(kern: KernelSet, hw: Hardware, cut, tokens, prefix, heads, kv_heads, head_dim, fp8=0.0):
+    """context_seconds of one prompt (batch 1) with the residual read from `cut` = context_slice(...) of the same
+    heads and precision (the same number, cheaper when many lengths share the heads)."""
+    row, res = cut
+    terms = context_terms(hw, 1.0, tokens, prefix, heads, kv_heads, head_dim, fp8)
+    lx = jnp.log(tokens + prefix)
+    n = row.shape[-1]
+    extra = lx.ndim - (row.ndim - 1)  # trailing query axes of lx beyond the cut's own leading shape
+    if extra > 0:
+        row, res = (jnp.reshape(a, a.shape[:-1] + (1,) * extra + (n,)) for a in (row, res))
+    i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
+    take = lambda a, j: jnp.take_along_axis(jnp.broadcast_to(a, lx.shape + (n,)), j[..., None], axis=-1)[..., 0]  # noqa: E731
+    x0, x1 = take(row, i), take(row, i + 1)
+    w = jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
+    r = (1.0 - w) * take(res, i) + w * take(res, i + 1)
+    return base_seconds(kern.tables.context, terms, _dtype_entry(kern, fp8)) * jnp.exp(r)
+
+
 def generation_seconds(kern: KernelSet, hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8=0.0):
     """Seconds of one decode step's attention over `context` cached tokens per sequence; fp8 = 1: FP8 KV cache."""
     terms = generation_terms(hw, batch, context, heads, kv_heads, head_dim, fp8)
@@ -275,6 +305,11 @@ def _stacked_numpy(path: str) -> KernelTables:
     pairs = lambda bf, f8: _stack_fits([x for k in per_gpu for x in (getattr(k, bf), getattr(k, f8))])  # noqa: E731
     return KernelTables(pairs("gemm_bf16", "gemm_fp8"), pairs("context_bf16", "context_fp8"),
                         pairs("generation_bf16", "generation_fp8"), _stack_fits([x for k in per_gpu for x in k.allreduce]))
+
+
+def stacked_gemm_m_axes(path=None) -> np.ndarray:
+    """log m of every tabled GPU's measured GEMM rows, stacked (padded rows repeat unit steps past the end)."""
+    return np.asarray(_stacked_numpy(str(path or data_file(KERNEL_FIT_FILE))).gemm.axes[0])
 
 
 def stacked_tables(path=None) -> KernelTables:

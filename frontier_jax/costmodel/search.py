@@ -17,10 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import latency as lat
 from . import operating_point as op
 from . import queueing as qu
 from .arch import chunked, colocated, disaggregated
-from .arch.common import Pool, prefill_nodes as prefill_service
+from .arch.common import Pool, mean_context, prefill_nodes as prefill_service
+from .iteration_table import iteration_table
 from .arch.disaggregated import Link
 from .queueing import Dispatch
 from .types import Demand, Infeasible, Latency, Point, SearchSpace
@@ -129,13 +131,17 @@ def _coloc_upper(args):
 
 
 def _chunk_fn(lam, args):
-    p, sz, tp, ch = args
-    return op.violation(chunked.latency(p, tp, ch, lam, pool_at(sz, lam)), p.sc)
+    p, sz, tp, ch, *table = args  # table: the configuration's chunked.MixedTable where given
+    return op.violation(chunked.latency(p, tp, ch, lam, pool_at(sz, lam), *table), p.sc)
 
 
 def _chunk_upper(args):
-    p, _, tp, ch = args
+    p, _, tp, ch, *_ = args
     return chunked.rate_upper(p, tp, ch)
+
+
+def _chunk_latency(p, tp, ch, table, lam, pool):
+    return chunked.latency(p, tp, ch, lam, pool, table)
 
 
 def _prefill_violation(link, lam, args):
@@ -192,7 +198,7 @@ def _at_rates(lat_fn, upper, p: Point, sz: Sizing, cfg_args: tuple, rates: list)
     the reason for infeasibility is read), in one vmapped call: the latency model is traced once."""
     near_zero = jax.vmap(lambda a: upper((p, sz) + a))(cfg_args) * op.RANGE
     every = jnp.concatenate(list(rates) + [near_zero])
-    args = tuple(jnp.concatenate([a] * (len(rates) + 1)) for a in cfg_args)
+    args = jax.tree.map(lambda a: jnp.concatenate([a] * (len(rates) + 1)), cfg_args)
     lat = jax.vmap(lambda a, r: lat_fn(p, *a, r, pool_at(sz, r)))(args, every)
     m = near_zero.shape[0]
     return [jax.tree.map(lambda x, k=k: x[k * m:(k + 1) * m], lat) for k in range(len(rates) + 1)]
@@ -247,7 +253,13 @@ def search_chunked(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoi
     """Chunked-prefill colocation over TP degrees x chunk sizes."""
     tp, ch = jnp.meshgrid(jnp.asarray(space.tp, p.sc.q.dtype), jnp.asarray(space.chunk, p.sc.q.dtype), indexing="ij")
     tp, ch = tp.ravel(), ch.ravel()
-    return _instance_search(p, demand, chunked.latency, _chunk_fn, _chunk_upper, (tp, ch), tp, ch)
+    table = None
+    if lat.uses_kernels(p.eff):  # measured kernels: iteration tables once per TP degree and configuration
+        tps = jnp.asarray(space.tp, p.sc.q.dtype)
+        iters = jax.vmap(lambda t: iteration_table(p, t, mean_context(p.sc)))(tps)
+        iters = jax.tree.map(lambda a: jnp.repeat(a, len(space.chunk), axis=0), iters)  # tp-major, as the meshgrid
+        table = jax.vmap(lambda t, k, i: chunked.tabulate(p, t, k, i))(tp, ch, iters)
+    return _instance_search(p, demand, _chunk_latency, _chunk_fn, _chunk_upper, (tp, ch, table), tp, ch)
 
 
 def _pool(p, demand, sz, fn, upper, cfg_args, gpus, pin, continuous=False):

@@ -3,53 +3,115 @@ at Poisson rate `lam` (MODEL.md section 4.2). Every iteration carries the b runn
 k = chunk - b prompt tokens; a prompt of I tokens takes ceil(I / k) mixed iterations."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
+from .. import iteration_table as it
 from .. import latency as lat
 from .. import queueing as qu
 from ...tracing import scan
 from . import common as c
 
 _FIXED_POINT_STEPS = 6
+BATCH_KNOTS = 65  # of a MixedTable's chunk attention, log-spaced in the batch from 1 to chunk + 2
 
 
-def _mixed_step(p: c.Point, tp, chunk, b, ctx):
-    """(k, t_mix, t_plain) at mean batch b: prompt tokens per mixed iteration and the two iteration times."""
+def _chunk_tokens(p: c.Point, chunk, batch):
+    """(k, prefix): prompt tokens per mixed iteration at `batch` running decodes and the mean KV re-read per chunk."""
     sc = p.sc
     new = (1.0 - sc.cache_hit) * sc.input_len
-    k = jnp.clip(chunk - b, 1.0, None)
-    k_eff = jnp.minimum(k, new)
-    prefix = sc.cache_hit * sc.input_len + 0.5 * jnp.maximum(new - k_eff, 0.0)  # mean KV re-read per chunk
-    t_mix = lat.mixed_seconds(p.hw, p.model, p.eff, b, ctx, k_eff, prefix, tp, sc.fp8)
-    t_plain = lat.decode_seconds(p.hw, p.model, p.eff, b, ctx, tp, sc.fp8)
-    return k_eff, t_mix, t_plain
+    k_eff = jnp.minimum(jnp.clip(chunk - batch, 1.0, None), new)
+    return k_eff, sc.cache_hit * sc.input_len + 0.5 * jnp.maximum(new - k_eff, 0.0)
 
 
-def _last_chunk(p: c.Point, tp, k, b, ctx, tokens):
+def _direct_step(p: c.Point, tp, chunk, batch, ctx):
+    k_eff, prefix = _chunk_tokens(p, chunk, batch)
+    t_mix = lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, k_eff, prefix, tp, p.sc.fp8)
+    return k_eff, t_mix, lat.decode_seconds(p.hw, p.model, p.eff, batch, ctx, tp, p.sc.fp8)
+
+
+class MixedTable(NamedTuple):
+    """A chunked instance's iteration times where they come from measured kernels, prepared once per point and
+    configuration (they depend on the rate only through the running batch, so the rate solver and the batch's
+    Newton iteration look them up instead of composing kernels; costmodel/iteration_table.py): the count-dependent
+    parts of any iteration (`iters`) and the attention of the mean chunk tabulated in the batch (the chunk's size
+    and prefix move with it)."""
+
+    iters: it.IterationTable
+    step: jax.Array       # of the batch knots (iteration_table.knots)
+    attention: jax.Array  # (..., BATCH_KNOTS) s, every layer's attention of the mean chunk at batch 1 + knots
+    warm: tuple           # decode_affine branches (the Newton iteration's warm start)
+
+
+def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
+    """The MixedTable of configuration (tp, chunk) where iterations come from measured kernels (None for the
+    roofline, cheap enough to evaluate directly). `iters`: the point's iteration table for this TP degree (built
+    here when not given)."""
+    if not lat.uses_kernels(p.eff):
+        return None
+    ctx = c.mean_context(p.sc)
+    chunk = jnp.asarray(chunk, jnp.result_type(float))
+    iters = it.iteration_table(p, tp, ctx) if iters is None else iters
+    step = jnp.log1p(chunk + 1.0) / (BATCH_KNOTS - 1)
+    batch = 1.0 + it.knots(step, BATCH_KNOTS)
+    k_eff, prefix = _chunk_tokens(p, chunk[..., None], batch)
+    last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
+    attention = it.context_seconds(jax.tree.map(last, p), last(tp), k_eff, prefix, iters)
+    warm = c.decode_affine(p, tp, ctx, lambda b: it.decode_seconds(iters, b))  # DECODE_KNOTS are table knots
+    return MixedTable(iters, step, attention, warm)
+
+
+def _mixed_step(p: c.Point, tp, chunk, b, ctx, table=None):
+    """(k, t_mix, t_plain) at batch 1 + b: prompt tokens per mixed iteration and the two iteration times."""
+    if table is None:
+        return _direct_step(p, tp, chunk, 1.0 + b, ctx)
+    k_eff, prefix = _chunk_tokens(p, chunk, 1.0 + b)
+    attention = it.lookup(table.step, table.attention, b)
+    return (k_eff, it.mixed_seconds(p, tp, table.iters, 1.0 + b, k_eff, prefix, attention),
+            it.decode_seconds(table.iters, 1.0 + b))
+
+
+def _plain(p: c.Point, tp, b, ctx, table=None):
+    """Seconds of a decode-only iteration at batch 1 + b."""
+    if table is None:
+        return lat.decode_seconds(p.hw, p.model, p.eff, 1.0 + b, ctx, tp, p.sc.fp8)
+    return it.decode_seconds(table.iters, 1.0 + b)
+
+
+def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None):
+    if table is None:
+        return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8)
+    return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix)
+
+
+def _last_chunk(p: c.Point, tp, k, b, ctx, tokens, table=None):
     """Seconds of the mixed iteration that carries the last chunk of a prompt of `tokens` new tokens (k per chunk):
     (ceil(tokens / k) - 1) full chunks come first; the last has the rest and re-reads the KV of all before it."""
     sc = p.sc
     full = jnp.maximum(jnp.ceil(tokens / k) - 1.0, 0.0)
     rest = tokens - full * k
     prefix = sc.cache_hit * sc.input_len + full * k
-    return full, lat.mixed_seconds(p.hw, p.model, p.eff, b, ctx, rest, prefix, tp, sc.fp8), rest
+    return full, _mixed(p, tp, b, ctx, rest, prefix, table), rest
 
 
-def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
+def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable | None = None) -> c.Latency:
     """TPOT: a decode advances one token per iteration; an iteration is mixed (t_mix) while prompt work is queued,
     plain (t_plain) otherwise. The mixed iterations in a request's life are those of the prompts queued behind it
     at its first token and of those arriving during its life: M = sum of I_j / k, a compound Poisson count with
-    mean lambda (T + L) E[I] / k. TPOT = t_plain + (t_mix - t_plain) min(M, n) / n."""
+    mean lambda (T + L) E[I] / k. TPOT = t_plain + (t_mix - t_plain) min(M, n) / n. `table`: the configuration's
+    MixedTable (tabulate(p, tp, chunk); built here when not given)."""
     sc = p.sc
     n = c.decode_steps(sc)
     ctx = c.mean_context(sc)
     new = (1.0 - sc.cache_hit) * sc.input_len
     new2 = new**2 * (1.0 + sc.input_cv**2)
     new3 = new**3 * (1.0 + sc.input_cv**2) ** 3
+    table = tabulate(p, tp, chunk) if table is None else table
 
     def state(b):
-        k, t_mix, t_plain = _mixed_step(p, tp, chunk, 1.0 + b, ctx)
+        k, t_mix, t_plain = _mixed_step(p, tp, chunk, b, ctx, table)
         es, es2 = new / k * t_mix, new2 / k**2 * t_mix**2
         rho = lam * es
         wait = qu.pool_wait_mean(lam, es, es2, pool.servers, pool.dispatch, sc.arrival_ca2)
@@ -70,7 +132,8 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
         step = jnp.where(jnp.isfinite(g) & (dg < 0.0), -g / jnp.where(dg < 0.0, dg, -1.0), chunk)
         return jnp.clip(b + step, 0.0, chunk), None
 
-    b0 = c.batch_fixed_point(c.decode_affine(p, tp, ctx), lam * n)  # warm start: decode with no prompt work
+    warm = c.decode_affine(p, tp, ctx) if table is None else table.warm
+    b0 = c.batch_fixed_point(warm, lam * n)  # warm start: decode with no prompt work
     b, _ = scan(newton, jnp.clip(b0, 0.0, chunk), _FIXED_POINT_STEPS)
     converged = jnp.abs(gap(b)) <= 1e-6 * (1.0 + b)
     b = jnp.where(converged & (b < chunk - 1.0), b, jnp.inf)
@@ -80,13 +143,13 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     window = lam * c.others_busy(b, pool) * (sojourn_mean + life)
     delta = t_mix - t_plain
     share = c.spread(pool)
-    slope = lat.decode_seconds(p.hw, p.model, p.eff, 2.0 + b, ctx, tp, sc.fp8) - t_plain
+    slope = _plain(p, tp, 1.0 + b, ctx, table) - t_plain
     batch_var = slope**2 * c.batch_variance_over_lifetime(b) * share
     var = (delta / (n * k)) ** 2 * window * new2 + batch_var
     spread_ok = var > jnp.finfo(var.dtype).tiny
     skew = jnp.where(spread_ok, (delta / (n * k)) ** 3 * window * new3 / jnp.where(spread_ok, var, 1.0) ** 1.5, 0.0)
     cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * qu.safe_sqrt(2.0 / 3.0 * b * share))
-    floor = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
+    floor = _plain(p, tp, 0.0, ctx, table)
     tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
 
     # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations of work; its own prompt is done when
@@ -94,9 +157,10 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE) -> c.Latency:
     nodes, w = qu.length_nodes(new, sc.input_cv)
     service = nodes / k * t_mix
     i_q = qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc))
-    full_q, last_q, _ = _last_chunk(p, tp, k, 1.0 + b, ctx, i_q)
+    full_q, last_q, _ = _last_chunk(p, tp, k, 1.0 + b, ctx, i_q, table)
     own_q = full_q * t_mix + last_q
-    full_n, last_n, rest_n = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], nodes)
+    full_n, last_n, rest_n = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], nodes,
+                                          table)
     remainder = jnp.maximum(last_n - rest_n / k[..., None] * t_mix[..., None], 0.0)  # beyond the fluid work
     busy = c.all_busy(b, pool)
     ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
@@ -116,7 +180,7 @@ def rate_upper(p: c.Point, tp, chunk):
     sc = p.sc
     ctx = c.mean_context(sc)
     new = (1.0 - sc.cache_hit) * sc.input_len
-    k, t_mix, t_plain = _mixed_step(p, tp, chunk, 0.0, ctx)
+    k, t_mix, t_plain = _direct_step(p, tp, chunk, 0.0, ctx)
     prefill_limit = 1.5 * k / (new * t_mix)
     mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(sc) * lat.decode_seconds(
         p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8))

@@ -14,14 +14,14 @@ from . import common as c
 
 
 def _cycle_fn(x, args):
-    p, tp, chunk, n_run = args
-    lat = chunked.latency(p, tp, chunk, x)
+    p, tp, chunk, n_run, table = args
+    lat = chunked.latency(p, tp, chunk, x, table=table)
     cycle = lat.ttft + c.decode_steps(p.sc) * lat.tpot
     return jnp.log(jnp.where(jnp.isfinite(cycle), x * cycle, jnp.inf)) - jnp.log(n_run)
 
 
 def _cycle_upper(args):
-    p, tp, chunk, _ = args
+    p, tp, chunk, _, _ = args
     return chunked.rate_upper(p, tp, chunk)
 
 
@@ -30,7 +30,8 @@ def closed_loop(p: c.Point, tp, chunk, concurrency):
     ctx = c.mean_context(p.sc)
     b_max = c.kv_batch_limit(p, tp, ctx)
     n_run = jnp.clip(concurrency, 1.0, jnp.maximum(b_max, 1.0))
-    x = op.max_rate(_cycle_fn, _cycle_upper, (p, tp, chunk, n_run))
-    lat = chunked.latency(p, tp, chunk, x)
+    table = chunked.tabulate(p, tp, chunk)
+    x = op.max_rate(_cycle_fn, _cycle_upper, (p, tp, chunk, n_run, table))
+    lat = chunked.latency(p, tp, chunk, x, table=table)
     ttft = lat.ttft + (concurrency - n_run) / x
     return ttft, lat.tpot, x

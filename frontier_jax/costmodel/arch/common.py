@@ -84,8 +84,9 @@ DECODE_KNOTS = tuple(2.0**j for j in range(13))  # 1, 2, 4, ..., 4096
 """Batches at which a kernel-composed decode step is evaluated for `decode_affine` (beyond the last: its slope)."""
 
 
-def decode_affine(p: Point, tp, context):
+def decode_affine(p: Point, tp, context, step_time=None):
     """Decode step time as the max of increasing affine maps of the batch b, ((a1, s1), (a2, s2), ...).
+    `step_time(batch)`: the kernel engine's decode step where already tabulated (else composed here).
 
     Roofline: the compute and the memory branch (exact). Measured kernels: the slopes of the secants between
     consecutive DECODE_KNOTS (floored at 0), each line lowered until no knot lies below it. Their max is the lower
@@ -95,7 +96,8 @@ def decode_affine(p: Point, tp, context):
         last = lambda x: jnp.asarray(x)[..., None]  # noqa: E731  (knots on a new last axis: one evaluation)
         hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
         knots = jnp.asarray(DECODE_KNOTS, jnp.result_type(float))
-        t_all = lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8))
+        t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8)) if step_time is None
+                 else step_time(knots))
         ts = [t_all[..., j] for j in range(len(DECODE_KNOTS))]
         out = []
         for (b0, t0), (b1, t1) in zip(zip(DECODE_KNOTS, ts), zip(DECODE_KNOTS[1:], ts[1:])):
