@@ -162,7 +162,7 @@ def test_the_stored_report_is_what_the_model_gives(serving):
 GROUPS = ("llama-3.1-70b/fp8/TP2", "llama-3.1-70b/fp8/TP4", "llama-3.1-70b/fp8/TP8", "qwen3-32b/bf16/TP2",
           "qwen3-32b/bf16/TP4", "qwen3-32b/bf16/TP8", "qwen3-32b/fp8/TP1", "qwen3-32b/fp8/TP2", "qwen3-32b/fp8/TP8")
 # measured misses (calibration.json report): one-row groups whose TPOT the model puts 1.7x and 2.2x above the run
-TPOT_MISSES = {"qwen3-32b/fp8/TP1": "68.8 % (one run)", "qwen3-32b/fp8/TP2": "118.5 % (one run)"}
+TPOT_MISSES = {"qwen3-32b/fp8/TP1": "69.8 % (one run)", "qwen3-32b/fp8/TP2": "118.5 % (one run)"}
 
 
 @pytest.mark.parametrize("group", [pytest.param(g, marks=pytest.mark.xfail(
