@@ -56,6 +56,17 @@ def test_tables_against_the_direct_composition_between_knots():
     percentile 0.2 %/0.4 %, largest 2 %/4 % (the form's curvature inside a knot interval where the measured GEMMs
     turn steeply)."""
     rng = np.random.default_rng(1)
+
+    @jax.jit  # one program for every GPU, model, precision and configuration (all are traced inputs)
+    def errors(p, tp, ch, b, r, prefix):
+        ctx = c.mean_context(p.sc)
+        table = chunked.tabulate(p, tp, ch)
+        _, t_mix, t_plain = chunked._direct_step(p, tp, ch, 1.0 + b, ctx)
+        _, u_mix, u_plain = chunked._mixed_step(p, tp, ch, b, ctx, table)
+        direct = chunked._mixed(p, tp, 1.0 + b, ctx, r, prefix)
+        return (jnp.concatenate([u_mix / t_mix - 1.0, u_plain / t_plain - 1.0]),
+                chunked._mixed(p, tp, 1.0 + b, ctx, r, prefix, table) / direct - 1.0)
+
     newton, chunks = [], []
     for gpu in GPUS:
         for model in ("llama-3.1-8b", "llama-3.1-70b"):
@@ -63,16 +74,12 @@ def test_tables_against_the_direct_composition_between_knots():
                 for tp in (1.0, 2.0, 8.0):
                     for ch in (512.0, 2048.0, 8192.0):
                         p = _point(gpu, model, precision, rng.uniform(100, 8000), rng.uniform(50, 1000))
-                        ctx = c.mean_context(p.sc)
-                        table = chunked.tabulate(p, tp, ch)
-                        b = jnp.asarray(np.expm1(rng.uniform(0.0, np.log1p(ch), 40)))
-                        _, t_mix, t_plain = chunked._direct_step(p, tp, ch, 1.0 + b, ctx)
-                        _, u_mix, u_plain = chunked._mixed_step(p, tp, ch, b, ctx, table)
-                        newton += [np.asarray(u_mix / t_mix - 1.0), np.asarray(u_plain / t_plain - 1.0)]
-                        r = jnp.asarray(rng.uniform(1.0, np.maximum(ch - 1.0 - np.asarray(b), 1.0)))
-                        prefix = jnp.asarray(rng.uniform(0.0, 8000.0, 40))
-                        direct = chunked._mixed(p, tp, 1.0 + b, ctx, r, prefix)
-                        chunks.append(np.asarray(chunked._mixed(p, tp, 1.0 + b, ctx, r, prefix, table) / direct - 1.0))
+                        b = np.expm1(rng.uniform(0.0, np.log1p(ch), 40))
+                        r = rng.uniform(1.0, np.maximum(ch - 1.0 - b, 1.0))
+                        e_newton, e_chunk = errors(p, jnp.asarray(tp), jnp.asarray(ch), jnp.asarray(b), jnp.asarray(r),
+                                                   jnp.asarray(rng.uniform(0.0, 8000.0, 40)))
+                        newton.append(np.asarray(e_newton))
+                        chunks.append(np.asarray(e_chunk))
     for errors in (np.abs(np.concatenate(newton)), np.abs(np.concatenate(chunks))):
         assert np.median(errors) < 1e-3
         assert np.quantile(errors, 0.99) < 0.01
