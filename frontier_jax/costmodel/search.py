@@ -22,8 +22,8 @@ from . import operating_point as op
 from . import queueing as qu
 from .arch import chunked, colocated, disaggregated
 from .arch.common import Pool, mean_context, prefill_nodes as prefill_service
-from .iteration_table import iteration_table
 from .arch.disaggregated import Link
+from .iteration_table import iteration_table
 from .queueing import Dispatch
 from .types import Demand, Infeasible, Latency, Point, SearchSpace
 
