@@ -34,7 +34,8 @@ def main(n: int = 4096) -> None:
     arrays = {k: jnp.asarray(v) for k, v in point_arrays(spec).items()}
     pts = decode_points(lay, arrays, jnp.asarray(rng.integers(0, lay.size, n)))
     p, _, _ = point_inputs(pts, kernel.tables)
-    args = (p, jnp.asarray(rng.choice([1.0, 2.0, 4.0, 8.0], n)), jnp.ones(n))
+    sz = search.Sizing(jnp.full(n, jnp.nan), jnp.zeros(n), jnp.ones(n))  # fluid, no pinned count, central queue
+    args = (p, sz, jnp.asarray(rng.choice([1.0, 2.0, 4.0, 8.0], n)), jnp.ones(n), None)
     fn, upper = search._PREFILL[Link.FULL]
 
     def timed(f):

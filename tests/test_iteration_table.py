@@ -104,3 +104,52 @@ def test_chunked_latency_from_tables_matches_the_direct_composition(monkeypatch,
     for t, d in zip(tabled, direct):
         assert np.all(np.isfinite(d))
         np.testing.assert_allclose(t, d, rtol=0.01)
+
+
+
+def test_arch_functions_take_precomputed_primitives():
+    """Each architecture's latency and upper rate given a configuration's Primitives (computed once, outside the
+    rate solver) equal the same functions computing them inside."""
+    from frontier_jax.costmodel.arch import colocated, disaggregated
+    from frontier_jax.costmodel.arch.disaggregated import Link
+
+    p = _point("h200-141gb-sxm", "llama-3.1-70b", "fp8", 3000.0, 400.0)
+    p = p._replace(sc=p.sc._replace(input_cv=jnp.asarray(0.5), kv_bandwidth=jnp.asarray(5e10)))
+    tp, pool = 4.0, c.Pool(jnp.asarray(3.0), jnp.asarray(1.0))
+
+    def both(prims):  # eager: op by op (compiling this twice costs more than running it)
+        lam = 0.3 * colocated.rate_upper(p, tp)
+        return (colocated.latency(p, tp, lam, pool, prims), colocated.rate_upper(p, tp, prims),
+                disaggregated.decode_latency(p, tp, 3.0 * lam, pool, prims), disaggregated.decode_rate_upper(p, tp,
+                                                                                                               prims),
+                disaggregated.prefill_latency(p, tp, 1.0, Link.FULL, lam, pool, prims),
+                disaggregated.prefill_rate_upper(p, tp, 1.0, Link.FULL, prims))
+
+    given, inside = jax.tree.leaves(both(c.primitives(p, tp))), jax.tree.leaves(both(None))
+    assert len(given) == len(inside) > 15
+    for g, i in zip(given, inside):
+        assert np.isfinite(i)
+        np.testing.assert_allclose(g, i, rtol=1e-12, atol=0.0)
+
+
+def test_prefill_pool_search_with_hoisted_primitives_matches_the_inline_one(monkeypatch):
+    """The searches hand each configuration's Primitives to the rate solver (search._primitives) and the linked
+    prefill pool gathers the chosen one for its indirect-tax solve: the answers equal those computed with the
+    primitives inside (forced by _primitives returning None)."""
+    from frontier_jax.costmodel import search
+    from frontier_jax.costmodel.types import Demand, SearchSpace
+
+    space = SearchSpace(tp_prefill=(2, 4, 8), overlap=(1,))
+    p = _point("h100-80gb-sxm", "llama-3.1-70b", "bf16", 6000.0, 400.0)
+    p = p._replace(sc=p.sc._replace(input_cv=jnp.asarray(0.5), kv_bandwidth=jnp.asarray(2e10)))
+    d = Demand(jnp.asarray(30.0), jnp.asarray(jnp.inf), jnp.asarray(0.0), jnp.asarray(0.0))  # whole instances
+
+    def run():
+        return jax.tree.leaves(jax.jit(lambda p: search.search_prefill_pool(p, d, space))(p))
+
+    hoisted = run()
+    monkeypatch.setattr(search, "_primitives", lambda *a, **k: None)
+    inline = run()
+    assert np.isfinite(hoisted[0]) and np.isfinite(hoisted[1])
+    for h, i in zip(hoisted, inline):
+        np.testing.assert_allclose(np.asarray(h), np.asarray(i), rtol=1e-12, atol=0.0)

@@ -94,12 +94,12 @@ def _lone(tp):
 def _prefill_link_fn(lam, args):
     """The prefill pool's constraint with the link mode as an array (any mode in one program)."""
     p, tp, overlap, link = args
-    return search._prefill_violation(link, lam, (p, _lone(tp), tp, overlap))
+    return search._prefill_violation(link, lam, (p, _lone(tp), tp, overlap, None))
 
 
 def _prefill_link_upper(args):
     p, tp, overlap, link = args
-    return search._prefill_rate_upper(link, (p, _lone(tp), tp, overlap))
+    return search._prefill_rate_upper(link, (p, _lone(tp), tp, overlap, None))
 
 
 def test_prefill_pools_agree_with_the_illinois_solver():

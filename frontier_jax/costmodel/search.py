@@ -21,7 +21,7 @@ from . import latency as lat
 from . import operating_point as op
 from . import queueing as qu
 from .arch import chunked, colocated, disaggregated
-from .arch.common import Pool, mean_context, prefill_nodes as prefill_service
+from .arch.common import Pool, mean_context, prefill_nodes as prefill_service, primitives as prims_of
 from .arch.disaggregated import Link
 from .iteration_table import iteration_table
 from .queueing import Dispatch
@@ -121,13 +121,17 @@ def pool_at(sizing: Sizing, lam) -> Pool:
 
 # ---- the per-configuration constraint functions handed to the rate solver (module level: static for jit) ----
 def _coloc_fn(lam, args):
-    p, sz, tp = args
-    return op.violation(colocated.latency(p, tp, lam, pool_at(sz, lam)), p.sc)
+    p, sz, tp, prims = args  # prims: the configuration's arch.common.Primitives, or None (computed inside)
+    return op.violation(colocated.latency(p, tp, lam, pool_at(sz, lam), prims), p.sc)
 
 
 def _coloc_upper(args):
-    p, _, tp = args
-    return colocated.rate_upper(p, tp)
+    p, _, tp, prims = args
+    return colocated.rate_upper(p, tp, prims)
+
+
+def _coloc_latency(p, tp, prims, lam, pool):
+    return colocated.latency(p, tp, lam, pool, prims)
 
 
 def _chunk_fn(lam, args):
@@ -136,8 +140,8 @@ def _chunk_fn(lam, args):
 
 
 def _chunk_upper(args):
-    p, _, tp, ch, *_ = args
-    return chunked.rate_upper(p, tp, ch)
+    p, _, tp, ch, *table = args
+    return chunked.rate_upper(p, tp, ch, *table)
 
 
 def _chunk_latency(p, tp, ch, table, lam, pool):
@@ -145,13 +149,17 @@ def _chunk_latency(p, tp, ch, table, lam, pool):
 
 
 def _prefill_violation(link, lam, args):
-    p, sz, tp, ov = args
-    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam, pool_at(sz, lam)), p.sc)
+    p, sz, tp, ov, prims = args
+    return op.violation(disaggregated.prefill_latency(p, tp, ov, link, lam, pool_at(sz, lam), prims), p.sc)
 
 
 def _prefill_rate_upper(link, args):
-    p, _, tp, ov = args
-    return disaggregated.prefill_rate_upper(p, tp, ov, link)
+    p, _, tp, ov, prims = args
+    return disaggregated.prefill_rate_upper(p, tp, ov, link, prims)
+
+
+def _prefill_full_latency(p, tp, ov, prims, lam, pool):
+    return disaggregated.prefill_latency(p, tp, ov, Link.FULL, lam, pool, prims)
 
 
 # The prefill pool's constraint and upper rate with the link mode fixed at trace time (module-level objects: the
@@ -160,13 +168,26 @@ _PREFILL = {link: (partial(_prefill_violation, link), partial(_prefill_rate_uppe
 
 
 def _decode_fn(lam, args):
-    p, sz, tp = args
-    return op.violation(disaggregated.decode_latency(p, tp, lam, pool_at(sz, lam)), p.sc)
+    p, sz, tp, prims = args
+    return op.violation(disaggregated.decode_latency(p, tp, lam, pool_at(sz, lam), prims), p.sc)
 
 
 def _decode_upper(args):
-    p, _, tp = args
-    return disaggregated.decode_rate_upper(p, tp)
+    p, _, tp, prims = args
+    return disaggregated.decode_rate_upper(p, tp, prims)
+
+
+def _decode_latency(p, tp, prims, lam, pool):
+    return disaggregated.decode_latency(p, tp, lam, pool, prims)
+
+
+def _primitives(p: Point, tps, prefill=True, decode=True):
+    """Each configuration's Primitives (vmapped over `tps`) for the measured-kernel engines, whose prefill and
+    decode times are many table lookups: computed once here, not at every step of the rate solver. None for the
+    roofline, whose primitives are a few flops (and stay inside, as traced before)."""
+    if not lat.uses_kernels(p.eff):
+        return None
+    return jax.vmap(lambda t: prims_of(p, t, prefill, decode))(tps)
 
 
 def _reason(lat: Latency, p: Point):
@@ -246,7 +267,8 @@ def _instance_search(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps,
 def search_colocated(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
     """Colocated continuous batching over TP degrees."""
     tps = jnp.asarray(space.tp, dtype=p.sc.q.dtype)
-    return _instance_search(p, demand, colocated.latency, _coloc_fn, _coloc_upper, (tps,), tps, jnp.zeros_like(tps))
+    return _instance_search(p, demand, _coloc_latency, _coloc_fn, _coloc_upper, (tps, _primitives(p, tps)), tps,
+                            jnp.zeros_like(tps))
 
 
 def search_chunked(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
@@ -273,9 +295,10 @@ def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePo
     p = p.decode_side()
     sz = _sizing(demand, demand.n_decode, Dispatch.JSQ)
     tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
-    lam_d = jax.vmap(lambda a: op.max_rate(_decode_fn, _decode_upper, (p, sz) + a))((tpd,))
-    c_d, n_d, _, lat_d, lat0_d = _deploy(p, demand, sz, disaggregated.decode_latency, _decode_upper, (tpd,), tpd,
-                                         demand.n_decode, lam_d)
+    cfg = (tpd, _primitives(p, tpd, prefill=False))
+    lam_d = jax.vmap(lambda a: op.max_rate(_decode_fn, _decode_upper, (p, sz) + a))(cfg)
+    c_d, n_d, _, lat_d, lat0_d = _deploy(p, demand, sz, _decode_latency, _decode_upper, cfg, tpd, demand.n_decode,
+                                         lam_d)
     i_d, best_d, (g_d, nd_i, lam_di) = _pick(c_d, tpd, n_d, lam_d)
     return DecodePool(gpus_per_rate=best_d, tp=g_d, instances=nd_i, rate=lam_di, tpot=lat_d.tpot[i_d],
                       busy=lat_d.decode_busy[i_d], reason=_closest_reason(p, lat0_d))
@@ -287,7 +310,8 @@ def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace) -> Fr
     zero = jnp.zeros_like(tpp_inf)
     sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FREE]
-    c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero), tpp_inf, demand.n_prefill, continuous=True)
+    c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero, _primitives(p, tpp_inf, decode=False)),
+                               tpp_inf, demand.n_prefill, continuous=True)
     i, best, (g, lam) = _pick(c_inf, tpp_inf, lamop)
     s, w, _ = prefill_service(p, g)
     return FreeLinkPrefill(gpus_per_rate=best, busy=jnp.minimum(lam * qu.expect(s, w), 1.0))
@@ -310,15 +334,16 @@ def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpa
     tpp, ov = tpp.ravel(), ov.ravel()
     sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FULL]
-    lam_p = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a, True))((tpp, ov))
-    c_p, n_p, lamop_p, lat_p, lat0_p = _deploy(
-        p, demand, sz, lambda p, a, b, r, pool: disaggregated.prefill_latency(p, a, b, Link.FULL, r, pool), upper,
-        (tpp, ov), tpp, demand.n_prefill, lam_p)
+    prims = _primitives(p, tpp, decode=False)
+    lam_p = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a, True))((tpp, ov, prims))
+    c_p, n_p, lamop_p, lat_p, lat0_p = _deploy(p, demand, sz, _prefill_full_latency, upper, (tpp, ov, prims), tpp,
+                                               demand.n_prefill, lam_p)
     i_p, best_p, (g_p, o_p, np_i, lam_pi, lamop_pi) = _pick(c_p, tpp, ov, n_p, lam_p, lamop_p)
     # The indirect tax: the chosen prefill configuration with the exposed transfer but no link queue or cap.
     fn_x, upper_x = _PREFILL[Link.EXPOSED]
-    c_nl, _, _, _ = _pool(p, demand, sz, fn_x, upper_x, (g_p[None], o_p[None]), g_p[None], demand.n_prefill,
-                          continuous=True)
+    prims_i = jax.tree.map(lambda x: x[i_p][None], prims)
+    c_nl, _, _, _ = _pool(p, demand, sz, fn_x, upper_x, (g_p[None], o_p[None], prims_i), g_p[None],
+                          demand.n_prefill, continuous=True)
     return PrefillPool(gpus_per_rate=best_p, gpus_per_rate_exposed=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
                        tp=g_p, overlap=o_p, instances=np_i, rate=lam_pi, ttft=lat_p.ttft[i_p],
                        link_utilization=lamop_pi * disaggregated.mean_transfer(p, g_p),

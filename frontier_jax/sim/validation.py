@@ -164,12 +164,12 @@ def _closed_form_jit(arch, p, tp, chunk, overlap, lam, servers, dispatch):
 def _stability_jit(arch, p, tp, chunk, overlap, servers, dispatch):
     pinned = search.Sizing(servers, servers, dispatch)  # `servers` instances behind `dispatch`
     if arch == "colocated":
-        return op.max_rate(search._coloc_fn, search._coloc_upper, (p, pinned, tp))
+        return op.max_rate(search._coloc_fn, search._coloc_upper, (p, pinned, tp, None))
     if arch == "chunked":
         return op.max_rate(search._chunk_fn, search._chunk_upper, (p, pinned, tp, chunk))
     fn, upper = search._PREFILL[Link.FULL]
-    a = op.max_rate(fn, upper, (p, pinned, tp, overlap))
-    return jnp.minimum(a, op.max_rate(search._decode_fn, search._decode_upper, (p, pinned, tp)))
+    a = op.max_rate(fn, upper, (p, pinned, tp, overlap, None))
+    return jnp.minimum(a, op.max_rate(search._decode_fn, search._decode_upper, (p, pinned, tp, None)))
 
 
 def _cfg(case: Case):

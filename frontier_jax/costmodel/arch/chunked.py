@@ -43,6 +43,7 @@ class MixedTable(NamedTuple):
     step: jax.Array       # of the batch knots (iteration_table.knots)
     attention: jax.Array  # (..., BATCH_KNOTS) s, every layer's attention of the mean chunk at batch 1 + knots
     warm: tuple           # decode_affine branches (the Newton iteration's warm start)
+    upper: jax.Array      # rate_upper(p, tp, chunk): the rate solver's bracket
 
 
 def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
@@ -60,7 +61,7 @@ def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
     last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
     attention = it.context_seconds(jax.tree.map(last, p), last(tp), k_eff, prefix, iters)
     warm = c.decode_affine(p, tp, ctx, lambda b: it.decode_seconds(iters, b))  # DECODE_KNOTS are table knots
-    return MixedTable(iters, step, attention, warm)
+    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk))
 
 
 def _mixed_step(p: c.Point, tp, chunk, b, ctx, table=None):
@@ -175,8 +176,11 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable
                      c.kv_batch_limit(p, tp, ctx), prefill_busy, jnp.maximum(running - prefill_busy, 0.0))
 
 
-def rate_upper(p: c.Point, tp, chunk):
-    """An upper bound on the chunked instance's rate: 1.5x prompt-token saturation or twice the KV-memory limit."""
+def rate_upper(p: c.Point, tp, chunk, table: MixedTable | None = None):
+    """An upper bound on the chunked instance's rate: 1.5x prompt-token saturation or twice the KV-memory limit
+    (from `table` where given)."""
+    if table is not None:
+        return table.upper
     sc = p.sc
     ctx = c.mean_context(sc)
     new = (1.0 - sc.cache_hit) * sc.input_len

@@ -21,8 +21,8 @@ def _cycle_fn(x, args):
 
 
 def _cycle_upper(args):
-    p, tp, chunk, _, _ = args
-    return chunked.rate_upper(p, tp, chunk)
+    p, tp, chunk, _, table = args
+    return chunked.rate_upper(p, tp, chunk, table)
 
 
 def closed_loop(p: c.Point, tp, chunk, concurrency):

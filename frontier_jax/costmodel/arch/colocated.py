@@ -14,17 +14,18 @@ from .. import queueing as qu
 from . import common as c
 
 
-def latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
-    """TTFT and TPOT of one colocated instance (TP tp) at Poisson rate lam requests/s, in `pool`."""
+def latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE, prims: c.Primitives | None = None) -> c.Latency:
+    """TTFT and TPOT of one colocated instance (TP tp) at Poisson rate lam requests/s, in `pool` (`prims`: its
+    primitives, where computed already)."""
     sc = p.sc
-    s, w, s_q = c.prefill_nodes(p, tp)
+    s, w, s_q = c.prefill_of(p, tp, prims)
     es, es2, es3 = qu.expect(s, w), qu.expect(s**2, w), qu.expect(s**3, w)
     rho = lam * es
     stable = rho < 1.0
     g = jnp.where(stable, 1.0 - rho, 1.0)
     n = c.decode_steps(sc)
     ctx = c.mean_context(sc)
-    br = c.decode_affine(p, tp, ctx)
+    br = c.branches_of(p, tp, prims)
     tail = qu.pool_tail(lam, s, w, pool.servers, pool.dispatch, sc.arrival_ca2, sc.q)
     sojourn_mean = tail.wait_mean + es
     # Stalls reach a running request only from prompts that land on its instance: in a routed pool, only while no
@@ -60,10 +61,10 @@ def latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
                      c.kv_batch_limit(p, tp, ctx), rho, (1.0 - rho) * (1.0 - jnp.exp(-b)))
 
 
-def rate_upper(p: c.Point, tp):
+def rate_upper(p: c.Point, tp, prims: c.Primitives | None = None):
     """An upper bound on the instance's rate: prefill saturation or twice the KV-memory limit."""
-    s, w, _ = c.prefill_nodes(p, tp)
+    s, w, _ = c.prefill_of(p, tp, prims)
     ctx = c.mean_context(p.sc)
-    br = c.decode_affine(p, tp, ctx)
+    br = c.branches_of(p, tp, prims)
     mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(p.sc) * c.affine_time(br, 1.0))
     return jnp.minimum(1.0 / qu.expect(s, w), mem)

@@ -48,11 +48,12 @@ def _link_at_least(link, level):
     return jnp.where(link > level - 0.5, 1.0, 0.0)
 
 
-def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -> c.Latency:
+def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE,
+                    prims: c.Primitives | None = None) -> c.Latency:
     """TTFT of a prefill instance (TP tp, overlap 0/1) at Poisson rate lam in `pool`, with the KV link priced as
-    `link`."""
+    `link` (`prims`: its primitives, where computed already)."""
     sc = p.sc
-    s, w, s_q = c.prefill_nodes(p, tp)
+    s, w, s_q = c.prefill_of(p, tp, prims)
     nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
     on, queue = _link_at_least(link, 1), _link_at_least(link, 2)
     if on is False:
@@ -69,7 +70,7 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -
         # The wait before a transfer starts, at the sender's links and again at the receiver's: the join sizes the
         # decode pool so that its links keep the receiver's wait within this reserve plus the TTFT's slack
         # (cost.receive_utilization_cap), a conservative sum of quantiles.
-        ttft = ttft + jnp.where(queue, 2.0 * link_wait(p, tp, lam), 0.0)
+        ttft = ttft + jnp.where(queue, 2.0 * link_wait(p, tp, lam, prims), 0.0)
     ttft = ttft + cache_load_time(p, tp)
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
@@ -78,12 +79,12 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE) -
     return c.Latency(ttft, zero, zero, zero + 1.0, room, rho, zero)
 
 
-def link_wait(p: c.Point, tp, lam):
+def link_wait(p: c.Point, tp, lam, prims: c.Primitives | None = None):
     """p_q (or mean) wait of a prompt's KV for the instance's links: an FCFS queue fed by its prefill completions,
     with arrival SCV from Whitt's departure approximation rho^2 cs^2 + (1 - rho^2) ca^2 (near deterministic for a
     busy instance of fixed prompts: it then rarely queues)."""
     sc = p.sc
-    s, w, _ = c.prefill_nodes(p, tp)
+    s, w, _ = c.prefill_of(p, tp, prims)
     nodes, _ = qu.length_nodes(sc.input_len, sc.input_cv)
     es, es2 = qu.expect(s, w), qu.expect(s**2, w)
     rho = jnp.minimum(lam * es, 1.0)
@@ -108,9 +109,9 @@ def cache_load_time(p: c.Point, tp):
     return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.fp8) / tp / sc.cache_load_bandwidth
 
 
-def prefill_rate_upper(p: c.Point, tp, overlap, link):
+def prefill_rate_upper(p: c.Point, tp, overlap, link, prims: c.Primitives | None = None):
     """The prefill instance's stability limit in requests/s (service, and the link's capacity under Link.FULL)."""
-    s, w, _ = c.prefill_nodes(p, tp)
+    s, w, _ = c.prefill_of(p, tp, prims)
     service_limit = 1.0 / qu.expect(s, w)
     queue = _link_at_least(link, 2)
     if queue is False:
@@ -120,12 +121,12 @@ def prefill_rate_upper(p: c.Point, tp, overlap, link):
     return jnp.minimum(service_limit, link_limit)
 
 
-def decode_latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
+def decode_latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE, prims: c.Primitives | None = None) -> c.Latency:
     """TPOT of a decode instance (TP tp) fed at lam requests/s in `pool`, free of prefill interference."""
     sc = p.sc
     n = c.decode_steps(sc)
     ctx = c.mean_context(sc)
-    br = c.decode_affine(p, tp, ctx)
+    br = c.branches_of(p, tp, prims)
     b = c.batch_fixed_point(br, lam * n)
     mean = c.affine_time(br, 1.0 + b)
     share = c.spread(pool)
@@ -136,8 +137,8 @@ def decode_latency(p: c.Point, tp, lam, pool: c.Pool = c.LONE) -> c.Latency:
                      c.kv_batch_limit(p, tp, ctx), zero, 1.0 - jnp.exp(-b))
 
 
-def decode_rate_upper(p: c.Point, tp):
+def decode_rate_upper(p: c.Point, tp, prims: c.Primitives | None = None):
     """An upper bound on the decode instance's rate (twice the KV-memory-limited rate at a batch step of one)."""
     ctx = c.mean_context(p.sc)
-    br = c.decode_affine(p, tp, ctx)
+    br = c.branches_of(p, tp, prims)
     return 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(p.sc) * c.affine_time(br, 1.0))
