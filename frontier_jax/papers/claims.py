@@ -622,9 +622,13 @@ def _explanation_context(engine: str) -> dict:
     step = float(primitives.decode_step_time("a100-80gb-sxm", "opt-13b", 1, 544, 1, engine=engine))
     pre = float(primitives.prefill_time("a100-80gb-sxm", "opt-13b", 512, 1, engine=engine))
     mistral = float(primitives.prefill_time("a100-80gb-sxm", "mistral-7b", 1730, 1, engine=engine))
-    return dict(engine=engine, ovh_ms=float(eff.overhead) * float(_layers("opt-13b")) * 1e3,
-                ovh_tp_ms=float(eff.overhead_tp) * 1e3, opt13_ms=step * 1e3, opt13_pre_ms=pre * 1e3,
-                mistral_pre_ms=mistral * 1e3, eta_pct=float(eff.eta_flops) * 100)
+    layers = _layers("opt-13b")
+    if hasattr(eff, "overhead_tp"):  # the roofline form
+        ovh, ovh_tp, eta = float(eff.overhead) * layers, float(eff.overhead_tp), float(eff.eta_flops) * 100
+    else:  # measured kernels: per-iteration and per-layer terms, no TP term, no single compute efficiency
+        ovh, ovh_tp, eta = float(eff.overhead) + layers * float(eff.overhead_layer), 0.0, float("nan")
+    return dict(engine=engine, ovh_ms=ovh * 1e3, ovh_tp_ms=ovh_tp * 1e3, opt13_ms=step * 1e3, opt13_pre_ms=pre * 1e3,
+                mistral_pre_ms=mistral * 1e3, eta_pct=eta)
 
 
 def _layers(model: str) -> float:

@@ -15,7 +15,7 @@ from ..types import Latency, Point, Scenario
 __all__ = ["Latency", "Point", "Scenario", "Pool", "LONE", "spread", "all_busy", "others_busy", "decode_steps",
            "mean_context", "decode_affine", "affine_time",
            "affine_slope", "batch_fixed_point", "normal_z", "batch_quantile", "batch_variance_over_lifetime",
-           "kv_batch_limit", "prefill_nodes"]
+           "kv_batch_limit", "prefill_nodes", "Primitives", "primitives", "prefill_of", "branches_of"]
 
 
 class Pool(NamedTuple):
@@ -89,7 +89,8 @@ def decode_affine(p: Point, tp, context, step_time=None):
     `step_time(batch)`: the kernel engine's decode step where already tabulated (else composed here).
 
     Roofline: the compute and the memory branch (exact). Measured kernels: the slopes of the secants between
-    consecutive DECODE_KNOTS (floored at 0), each line lowered until no knot lies below it. Their max is the lower
+    consecutive DECODE_KNOTS (floored at 0, capped at the envelope's last edge), each line lowered until no knot
+    lies below it. Their max is the lower
     convex envelope of the knots (at the slopes present): the piecewise-linear interpolant where the step time is
     convex in b, below it where a measured bump makes it locally concave."""
     if lat.uses_kernels(p.eff):
@@ -99,9 +100,14 @@ def decode_affine(p: Point, tp, context, step_time=None):
         t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8)) if step_time is None
                  else step_time(knots))
         ts = [t_all[..., j] for j in range(len(DECODE_KNOTS))]
+        # The envelope's last edge, into the last knot: no supporting line needs a steeper slope. A steeper secant
+        # (a bump at small batches) would only matter beyond the last knot, where its line would overtake the
+        # envelope and set a false stability edge for the batch fixed point (lam n slope = 1).
+        final = functools.reduce(jnp.maximum, [(ts[-1] - t) / (DECODE_KNOTS[-1] - b)
+                                               for b, t in zip(DECODE_KNOTS[:-1], ts[:-1])])
         out = []
         for (b0, t0), (b1, t1) in zip(zip(DECODE_KNOTS, ts), zip(DECODE_KNOTS[1:], ts[1:])):
-            s = jnp.maximum((t1 - t0) / (b1 - b0), 0.0)
+            s = jnp.clip((t1 - t0) / (b1 - b0), 0.0, jnp.maximum(final, 0.0))
             # lowered until it passes below every knot: a supporting line of the knots' lower convex envelope
             a = functools.reduce(jnp.minimum, [t - s * b for b, t in zip(DECODE_KNOTS, ts)])
             out.append((a, s))
@@ -188,3 +194,29 @@ def prefill_nodes(p: Point, tp):
     s = service(nodes)
     s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, normal_z(p.sc)))
     return s, w, s_q
+
+
+class Primitives(NamedTuple):
+    """A configuration's rate-independent latency primitives, computed once outside the rate solver where each
+    costs many measured-kernel lookups (the `-kernels` engines); None where a search does not use the part."""
+
+    prefill: tuple | None    # prefill_nodes(p, tp): (s, w, s_q)
+    branches: tuple | None   # decode_affine(p, tp, mean_context(p.sc))
+
+
+def primitives(p: Point, tp, prefill: bool = True, decode: bool = True) -> Primitives:
+    """The Primitives of one configuration (TP degree tp) at point p."""
+    return Primitives(prefill_nodes(p, tp) if prefill else None,
+                      decode_affine(p, tp, mean_context(p.sc)) if decode else None)
+
+
+def prefill_of(p: Point, tp, prims: Primitives | None = None):
+    """prefill_nodes(p, tp), from `prims` where given."""
+    return prefill_nodes(p, tp) if prims is None or prims.prefill is None else prims.prefill
+
+
+def branches_of(p: Point, tp, prims: Primitives | None = None):
+    """decode_affine at the mean context, from `prims` where given."""
+    if prims is None or prims.branches is None:
+        return decode_affine(p, tp, mean_context(p.sc))
+    return prims.branches
