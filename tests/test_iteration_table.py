@@ -153,3 +153,20 @@ def test_prefill_pool_search_with_hoisted_primitives_matches_the_inline_one(monk
     assert np.isfinite(hoisted[0]) and np.isfinite(hoisted[1])
     for h, i in zip(hoisted, inline):
         np.testing.assert_allclose(np.asarray(h), np.asarray(i), rtol=1e-12, atol=0.0)
+
+
+def test_last_chunk_with_its_prepared_residual_is_the_composition_from_the_cut():
+    """The TTFT's last chunks read their attention residual once per prompt length (MixedTable.last_residual: the
+    total length tokens + prefix does not depend on the chunking): the same seconds as reading it from the cut."""
+    p = _point("a100-80gb-sxm", "llama-3.1-8b", "bf16", 3100.0, 300.0)
+    p = p._replace(sc=p.sc._replace(input_cv=jnp.asarray(0.7), cache_hit=jnp.asarray(0.25)))
+    ctx = c.mean_context(p.sc)
+    table = chunked.tabulate(p, 2.0, 1024.0)
+    lengths = chunked.ttft_lengths(p)[0]
+    for k, b in ((300.0, 12.0), (1000.0, 1.0), (57.0, 700.0)):
+        k, b = jnp.asarray([k]), jnp.asarray([b])
+        full, got, rest = chunked._last_chunk(p, 2.0, k, b, ctx, lengths, table)
+        prefix = 0.25 * 3100.0 + full * k
+        want = chunked._mixed(p, 2.0, b, ctx, rest, prefix, table)
+        assert np.all(np.asarray(rest) > 0)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)

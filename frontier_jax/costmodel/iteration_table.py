@@ -54,7 +54,7 @@ class IterationTable(NamedTuple):
     linear: jax.Array      # (..., K) s
     generation: jax.Array  # (..., K) s
     head: jax.Array        # (..., K) s
-    context_cut: tuple     # kernels.context_slice: the chunk attention's residual along its total length
+    context_cut: kn.Cut    # kernels.context_slice: the chunk attention's residual along its total length
 
 
 def knots(step, n: int):
@@ -125,32 +125,68 @@ def _at(count, *tables):
     return _interpolate(at, count, *tables)
 
 
+@functools.lru_cache(maxsize=4)
+def _knot_cells(op: str, j: int):
+    """Where every count knot falls on each stacked entry's measured axis j of `op` (kernels.static_cells)."""
+    return kn.static_cells(kn.stacked_axis(op, j), count_knots())
+
+
 def iteration_table(p: Point, tp, context) -> IterationTable:
-    """The table of point p's measured-kernel iterations on a TP group of `tp` at decode KV length `context` (one
-    decode-iteration composition per knot)."""
-    last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731  (knots on a new last axis: one evaluation)
-    hw, md, eng = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
+    """The table of point p's measured-kernel iterations on a TP group of `tp` at decode KV length `context`: the
+    decode iteration's operations at every knot. Each kernel's residual grid is cut once along its one varying
+    coordinate (the GEMMs' m, the KV read's batch: kernels.cut, exact), so a knot costs the fitted form and a
+    one-axis interpolation."""
+    kern = kn.kernel_set(p.hw)
+    md = p.model
     x = jnp.asarray(count_knots(), jnp.result_type(float))
-    o = ops.iteration_ops(hw, md, kn.kernel_set(hw), 0.0, 0.0, 0.0, x, last(context), x, last(tp), last(p.sc.fp8))
-    linear = (md.layers * (o.qkv + o.out_proj + o.gate_up + o.down + o.allreduce)
-              + lat.engine_seconds(hw, md, eng, x))
-    hq, hkv = ops.heads_per_gpu(p.model, tp)
-    cut = kn.context_slice(kn.kernel_set(p.hw), hq, hkv, p.model.head_dim, p.sc.fp8)
-    return IterationTable(linear, md.layers * o.attention, o.lm_head, cut)
+    tp = jnp.asarray(tp, x.dtype)
+    last = lambda v, n=1: jnp.reshape(v, jnp.shape(v) + (1,) * n)  # noqa: E731
+    # the GEMMs (trailing axis: QKV, out proj, gate+up, down, LM head), knots on a further axis
+    n, k, f8 = ops.token_gemms(md, tp, p.sc.fp8)
+    g = kn._dtype_entry(kern, f8)
+    shape = jnp.broadcast_shapes(jnp.shape(g), jnp.shape(n), jnp.shape(k))
+    g, n, k, f8 = (jnp.broadcast_to(a, shape) for a in (g, n, k, f8))
+    gemm_cut = kn.cut(kern.tables.gemm, g, 0, (None, n, k))
+    hw2 = jax.tree.map(lambda v: last(v, 2), p.hw)
+    m = jnp.broadcast_to(x, shape + x.shape)
+    terms = kn.gemm_terms(hw2, m, last(n), last(k), last(f8))
+    i, w = (jnp.asarray(a)[g] for a in _knot_cells("gemm", 0))
+    gemm = kn.base_seconds(kern.tables.gemm, terms, last(g)) * jnp.exp(kn.on_cut_cells(gemm_cut, i, w))
+    # the decodes' KV read along the batch
+    hq, hkv = ops.heads_per_gpu(md, tp)
+    gg = kn._dtype_entry(kern, p.sc.fp8)
+    gen_cut = kn.cut(kern.tables.generation, gg, 0, (None, context, hq, hkv, md.head_dim))
+    hw1 = jax.tree.map(last, p.hw)
+    terms = kn.generation_terms(hw1, x, last(context), last(hq), last(hkv), last(md.head_dim), last(p.sc.fp8))
+    i, w = (jnp.asarray(a)[gg] for a in _knot_cells("generation", 0))
+    gen = kn.base_seconds(kern.tables.generation, terms, last(gg)) * jnp.exp(kn.on_cut_cells(gen_cut, i, w))
+    allreduce = 2.0 * kn.allreduce_seconds(kern, hw1, x * last(md.hidden), last(tp))
+    linear = (last(md.layers) * (gemm[..., 0, :] + gemm[..., 1, :] + gemm[..., 2, :] + gemm[..., 3, :] + allreduce)
+              + lat.engine_seconds(hw1, jax.tree.map(last, md), jax.tree.map(last, p.eff), x))
+    cut = kn.context_slice(kern, hq, hkv, md.head_dim, p.sc.fp8)
+    return IterationTable(linear, last(md.layers) * gen, gemm[..., 4, :], cut)
 
 
-def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None = None):
+def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None = None, residual=None):
     """Every layer's causal attention of one prompt chunk of `tokens` new tokens after `prefix` cached ones (its
-    residual from the table's cut where given: the same number)."""
+    residual from the table's cut where given, or `residual`, its value at the length tokens + prefix, where known:
+    the same number)."""
     hq, hkv = ops.heads_per_gpu(p.model, tp)
     on = tokens > 0
     kern, safe = kn.kernel_set(p.hw), jnp.where(on, tokens, 1.0)
-    if table is None:
-        t = kn.context_seconds(kern, p.hw, 1.0, safe, prefix, hq, hkv, p.model.head_dim, p.sc.fp8)
+    args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.fp8)
+    if residual is not None:
+        t = kn.context_seconds_with_residual(kern, p.hw, residual, *args)
+    elif table is None:
+        t = kn.context_seconds(kern, p.hw, 1.0, *args)
     else:
-        t = kn.context_seconds_on_slice(kern, p.hw, table.context_cut, safe, prefix, hq, hkv, p.model.head_dim,
-                                        p.sc.fp8)
+        t = kn.context_seconds_on_slice(kern, p.hw, table.context_cut, *args)
     return jnp.where(on, p.model.layers * t, 0.0)
+
+
+def length_residual(table: IterationTable, length):
+    """The chunk attention's log residual at total length `length` (tokens + prefix), from the table's cut."""
+    return kn.on_cut(table.context_cut, length)
 
 
 def decode_seconds(table: IterationTable, batch):
@@ -158,10 +194,15 @@ def decode_seconds(table: IterationTable, batch):
     return sum(_at(batch, table.linear, table.generation, table.head))
 
 
-def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chunk_prefix, attention=None):
+def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chunk_prefix, attention=None,
+                  residual=None):
     """A mixed iteration (`batch` >= 1 decodes plus a prompt chunk) from the table and the chunk's attention
-    (`attention`: its seconds where already known, else context_seconds)."""
-    attention = context_seconds(p, tp, chunk_tokens, chunk_prefix, table) if attention is None else attention
-    sampled = batch + jnp.where(chunk_tokens > 0, 1.0, 0.0)
-    return (_at(batch + chunk_tokens, table.linear)[0] + _at(batch, table.generation)[0] + _at(sampled, table.head)[0]
+    (`attention`: its seconds where already known, else context_seconds, with its log `residual` where known). The
+    parts in the batch alone are looked up at the batch's own shape (once for chunks on trailing axes of their
+    own)."""
+    if attention is None:
+        attention = context_seconds(p, tp, chunk_tokens, chunk_prefix, table, residual)
+    gen, head = _at(batch, table.generation, table.head)
+    head_more = _at(batch + 1.0, table.head)[0]
+    return (_at(batch + chunk_tokens, table.linear)[0] + gen + jnp.where(chunk_tokens > 0, head_more, head)
             + attention)

@@ -119,31 +119,31 @@ def _log_sat(x, scale, a):
     return jax.nn.log_sigmoid(a * (jnp.log(x) - jnp.log(scale)))
 
 
+def _cell(a, lx, g, shape):
+    """(lower knot index, weight in [0, 1]) of log-coordinates `lx` (broadcast to `shape`) on the sorted log axis
+    `a`, clamped to its edges; `g` indexes a stacked axis (its row gathered once per entry, then broadcast)."""
+    lx = jnp.broadcast_to(lx, shape)
+    n = a.shape[-1]
+    if n == 1:
+        return jnp.zeros(shape, int), jnp.zeros(shape)
+    if g is None:
+        i = jnp.clip(jnp.searchsorted(a, lx) - 1, 0, n - 2)
+        x0, x1 = a[i], a[i + 1]
+    else:  # the row of entry g, searched by comparison (rows differ per element)
+        row = jnp.reshape(a[g], (1,) * (len(shape) - jnp.ndim(g)) + jnp.shape(g) + (n,))
+        i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
+        x0, x1 = a[jnp.broadcast_to(g, shape), i], a[jnp.broadcast_to(g, shape), i + 1]
+    return i, jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
+
+
 def _interp(axes, grid, coords, g=None):
     """Multilinear interpolation of `grid` at log(coords), clamped to the grid's edges. With `g` (an index array)
     the axes and grid are stacked (`stacked_tables`) and entry g's are read: only the corners are gathered."""
     if not axes:
         return 0.0
-    lo, wt = [], []
     shape = jnp.broadcast_shapes(jnp.shape(g) if g is not None else (), *(jnp.shape(x) for x in coords))
-    g = None if g is None else jnp.broadcast_to(g, shape)
-    for a, x in zip(axes, coords):
-        lx = jnp.broadcast_to(jnp.log(x), shape)
-        n = a.shape[-1]
-        if n == 1:
-            lo.append(jnp.zeros(shape, int))
-            wt.append(jnp.zeros(shape))
-            continue
-        if g is None:
-            i = jnp.clip(jnp.searchsorted(a, lx) - 1, 0, n - 2)
-            x0, x1 = a[i], a[i + 1]
-        else:  # the row of entry g, searched by comparison (rows differ per element)
-            row = a[g]
-            i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
-            x0, x1 = a[g, i], a[g, i + 1]
-        lo.append(i)
-        wt.append(jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0))
-    head = () if g is None else (g,)
+    lo, wt = zip(*(_cell(a, jnp.log(x), g, shape) for a, x in zip(axes, coords)))
+    head = () if g is None else (jnp.broadcast_to(g, shape),)
     out = 0.0
     for corner in itertools.product((0, 1), repeat=len(axes)):
         if any(c and a.shape[-1] == 1 for c, a in zip(corner, axes)):
@@ -151,6 +151,71 @@ def _interp(axes, grid, coords, g=None):
         w = functools.reduce(jnp.multiply, [wd if c else 1.0 - wd for c, wd in zip(corner, wt)])
         out = out + w * grid[head + tuple(i + c for i, c in zip(lo, corner))]
     return out
+
+
+class Cut(NamedTuple):
+    """A stacked fit's log residual cut at every coordinate but one: `row` the log knots of that coordinate and
+    `residual` the residual there (both (..., n)). Multilinear interpolation is linear along each axis between its
+    knots, so interpolating the cut (`on_cut`) is the full interpolation: exact, and cheap when many evaluations
+    share the fixed coordinates."""
+
+    row: jax.Array
+    residual: jax.Array
+
+
+def cut(fit: OpFit, g, keep: int, coords) -> Cut:
+    """The Cut of stacked entry g of `fit` along coordinate `keep`, the others at `coords` (a tuple in `COORDS`
+    order; its entry at `keep` is ignored). Only rows along `keep` are gathered, one per corner of the others."""
+    others = [j for j in range(len(fit.axes)) if j != keep]
+    shape = jnp.broadcast_shapes(jnp.shape(g), *(jnp.shape(coords[j]) for j in others))
+    cells = [_cell(fit.axes[j], jnp.log(coords[j]), g, shape) for j in others]
+    grid = jnp.moveaxis(fit.residual, 1 + keep, -1)  # (entries, the other axes..., n along keep)
+    gb = jnp.broadcast_to(g, shape)
+    out = 0.0
+    for corner in itertools.product((0, 1), repeat=len(others)):
+        if any(c and fit.axes[j].shape[-1] == 1 for c, j in zip(corner, others)):
+            continue
+        w = functools.reduce(jnp.multiply, [wd if c else 1.0 - wd for c, (_, wd) in zip(corner, cells)], 1.0)
+        out = out + jnp.asarray(w)[..., None] * grid[(gb,) + tuple(i + c for (i, _), c in zip(cells, corner))]
+    row = fit.axes[keep][g]
+    return Cut(jnp.broadcast_to(row, shape + row.shape[-1:]), out)
+
+
+def static_cells(axis_rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower index, weight) of fixed coordinates x (K,) on each entry's row of a stacked log axis (entries, n),
+    each (entries, K), computed once in numpy: what `on_cut` searches for, when the queries are static."""
+    n = axis_rows.shape[-1]
+    lx = np.log(np.asarray(x, float))
+    i = np.clip(np.sum(axis_rows[:, None, :] <= lx[None, :, None], axis=-1) - 1, 0, n - 2)
+    x0, x1 = np.take_along_axis(axis_rows, i, -1), np.take_along_axis(axis_rows, i + 1, -1)
+    return i.astype(np.int32), np.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
+
+
+def on_cut_cells(c: Cut, i, w):
+    """The log residual along a Cut at the queries whose (index, weight) are given (`static_cells`, gathered at the
+    cut's entries: the cut's leading shape and a trailing query axis)."""
+    take = lambda a, j: jnp.take_along_axis(a, j, axis=-1)  # noqa: E731
+    i = jnp.broadcast_to(i, c.residual.shape[:-1] + i.shape[-1:])
+    return (1.0 - w) * take(c.residual, i) + w * take(c.residual, i + 1)
+
+
+def on_cut(c: Cut, x):
+    """The log residual at coordinate x along a Cut (clamped to its ends): x of the cut's leading shape, or that and
+    trailing query axes of its own."""
+    row, res = c
+    lx = jnp.log(x)
+    n = row.shape[-1]
+    lead = row.shape[:-1]
+    if lx.ndim < len(lead):
+        lx = jnp.broadcast_to(lx, lead)
+    extra = lx.ndim - len(lead)  # trailing query axes of x beyond the cut's own leading shape
+    if extra > 0:
+        row, res = (jnp.reshape(a, a.shape[:-1] + (1,) * extra + (n,)) for a in (row, res))
+    i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
+    take = lambda a, j: jnp.take_along_axis(jnp.broadcast_to(a, lx.shape + (n,)), j[..., None], axis=-1)[..., 0]  # noqa: E731
+    x0, x1 = take(row, i), take(row, i + 1)
+    w = jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
+    return (1.0 - w) * take(res, i) + w * take(res, i + 1)
 
 
 def evaluate(fit: OpFit, terms, g=None):
@@ -189,34 +254,27 @@ def context_seconds(kern: KernelSet, hw: Hardware, batch, tokens, prefix, heads,
     return evaluate(kern.tables.context, terms, _dtype_entry(kern, fp8))
 
 
-def context_slice(kern: KernelSet, heads, kv_heads, head_dim, fp8=0.0):
-    """(log isl knots, log residual there) of one prompt's prefill attention (batch 1) with these per-GPU heads: the
-    residual grid cut at every coordinate but the total length isl = tokens + prefix. Multilinear interpolation
-    is linear along one axis between its knots, so interpolating the cut is the full interpolation (exact)."""
-    g = _dtype_entry(kern, fp8)
-    fit = kern.tables.context
-    row = fit.axes[1][g]
-    last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
-    coords = (jnp.ones_like(row), jnp.exp(row), last(heads), last(kv_heads), last(head_dim))
-    return row, _interp(fit.axes, fit.residual, coords, last(g))
+def context_slice(kern: KernelSet, heads, kv_heads, head_dim, fp8=0.0) -> Cut:
+    """The Cut of one prompt's prefill attention (batch 1) with these per-GPU heads along its total length
+    isl = tokens + prefix."""
+    one = jnp.ones_like(jnp.asarray(heads, jnp.result_type(float)))
+    return cut(kern.tables.context, _dtype_entry(kern, fp8), 1, (one, one, heads, kv_heads, head_dim))
 
 
-def context_seconds_on_slice(kern: KernelSet, hw: Hardware, cut, tokens, prefix, heads, kv_heads, head_dim, fp8=0.0):
-    """context_seconds of one prompt (batch 1) with the residual read from `cut` = context_slice(...) of the same
+def context_seconds_on_slice(kern: KernelSet, hw: Hardware, c: Cut, tokens, prefix, heads, kv_heads, head_dim,
+                             fp8=0.0):
+    """context_seconds of one prompt (batch 1) with the residual read from `c` = context_slice(...) of the same
     heads and precision (the same number, cheaper when many lengths share the heads)."""
-    row, res = cut
+    return context_seconds_with_residual(kern, hw, on_cut(c, tokens + prefix), tokens, prefix, heads, kv_heads,
+                                         head_dim, fp8)
+
+
+def context_seconds_with_residual(kern: KernelSet, hw: Hardware, residual, tokens, prefix, heads, kv_heads,
+                                  head_dim, fp8=0.0):
+    """context_seconds of one prompt (batch 1) whose log residual at its total length tokens + prefix is already
+    known (`residual`, e.g. on_cut of its context_slice: prompts of one total length split anyhow share it)."""
     terms = context_terms(hw, 1.0, tokens, prefix, heads, kv_heads, head_dim, fp8)
-    lx = jnp.log(tokens + prefix)
-    n = row.shape[-1]
-    extra = lx.ndim - (row.ndim - 1)  # trailing query axes of lx beyond the cut's own leading shape
-    if extra > 0:
-        row, res = (jnp.reshape(a, a.shape[:-1] + (1,) * extra + (n,)) for a in (row, res))
-    i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
-    take = lambda a, j: jnp.take_along_axis(jnp.broadcast_to(a, lx.shape + (n,)), j[..., None], axis=-1)[..., 0]  # noqa: E731
-    x0, x1 = take(row, i), take(row, i + 1)
-    w = jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
-    r = (1.0 - w) * take(res, i) + w * take(res, i + 1)
-    return base_seconds(kern.tables.context, terms, _dtype_entry(kern, fp8)) * jnp.exp(r)
+    return base_seconds(kern.tables.context, terms, _dtype_entry(kern, fp8)) * jnp.exp(residual)
 
 
 def generation_seconds(kern: KernelSet, hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8=0.0):
@@ -305,6 +363,11 @@ def _stacked_numpy(path: str) -> KernelTables:
     pairs = lambda bf, f8: _stack_fits([x for k in per_gpu for x in (getattr(k, bf), getattr(k, f8))])  # noqa: E731
     return KernelTables(pairs("gemm_bf16", "gemm_fp8"), pairs("context_bf16", "context_fp8"),
                         pairs("generation_bf16", "generation_fp8"), _stack_fits([x for k in per_gpu for x in k.allreduce]))
+
+
+def stacked_axis(op: str, j: int, path=None) -> np.ndarray:
+    """The stacked log axis j of operation `op` (a KernelTables field), in numpy (entries, n)."""
+    return np.asarray(getattr(_stacked_numpy(str(path or data_file(KERNEL_FIT_FILE))), op).axes[j])
 
 
 def stacked_gemm_m_axes(path=None) -> np.ndarray:

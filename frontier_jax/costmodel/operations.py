@@ -55,6 +55,17 @@ def heads_per_gpu(model: Model, tp):
     return model.q_heads / tp, jnp.maximum(model.kv_heads / tp, 1.0)
 
 
+def token_gemms(model: Model, tp, fp8):
+    """(n, k, fp8) of an iteration's GEMMs on a trailing axis: QKV, out proj, gate+up, down (m = the iteration's
+    tokens) and the LM head (m = the sampled tokens; bf16, vLLM does not quantise it)."""
+    hq, hkv = heads_per_gpu(model, tp)
+    d = model.head_dim
+    stack = lambda *xs: jnp.stack(jnp.broadcast_arrays(*xs), axis=-1)  # noqa: E731
+    return (stack((hq + 2.0 * hkv) * d, model.hidden, 2.0 * model.ffn / tp, model.hidden, model.vocab / tp),
+            stack(model.hidden, hq * d, model.hidden, model.ffn / tp, model.hidden),
+            stack(fp8, fp8, fp8, fp8, 0.0 * fp8))
+
+
 def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, prefill_tokens, prefix, decode_seqs,
                   context, sampled, tp, fp8=0.0) -> OpTimes:
     """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
@@ -67,10 +78,7 @@ def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, p
     lm_on = sampled > 0
     stack = lambda *xs: jnp.stack(jnp.broadcast_arrays(*xs), axis=-1)  # noqa: E731
     m = stack(t, t, t, t, jnp.where(lm_on, sampled, 1.0))
-    n = stack((hq + 2.0 * hkv) * d, model.hidden, 2.0 * model.ffn / tp, model.hidden, model.vocab / tp)
-    k = stack(model.hidden, hq * d, model.hidden, model.ffn / tp, model.hidden)
-    f8 = stack(fp8, fp8, fp8, fp8, 0.0 * fp8)
-    g = kn.gemm_seconds(fit, hw, m, n, k, f8)
+    g = kn.gemm_seconds(fit, hw, m, *token_gemms(model, tp, fp8))
     ctx = _when(prefill_seqs * prefill_tokens > 0,
                 lambda b, q: kn.context_seconds(fit, hw, b, q, prefix, hq, hkv, d, fp8), prefill_seqs, prefill_tokens)
     gen = _when(decode_seqs > 0, lambda b, cx: kn.generation_seconds(fit, hw, b, cx, hq, hkv, d, fp8), decode_seqs,

@@ -18,6 +18,10 @@ _FIXED_POINT_STEPS = 6
 BATCH_KNOTS = 65  # of a MixedTable's chunk attention, log-spaced in the batch from 1 to chunk + 2
 
 
+def _last(v):
+    return jnp.asarray(v)[..., None]
+
+
 def _chunk_tokens(p: c.Point, chunk, batch):
     """(k, prefix): prompt tokens per mixed iteration at `batch` running decodes and the mean KV re-read per chunk."""
     sc = p.sc
@@ -44,6 +48,7 @@ class MixedTable(NamedTuple):
     attention: jax.Array  # (..., BATCH_KNOTS) s, every layer's attention of the mean chunk at batch 1 + knots
     warm: tuple           # decode_affine branches (the Newton iteration's warm start)
     upper: jax.Array      # rate_upper(p, tp, chunk): the rate solver's bracket
+    last_residual: jax.Array  # (..., 1 + N_NODES) log residual of the last chunk's attention at ttft_lengths
 
 
 def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
@@ -61,7 +66,20 @@ def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
     last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
     attention = it.context_seconds(jax.tree.map(last, p), last(tp), k_eff, prefix, iters)
     warm = c.decode_affine(p, tp, ctx, lambda b: it.decode_seconds(iters, b))  # DECODE_KNOTS are table knots
-    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk))
+    # a prompt's last chunk ends at the prompt's full length whatever the chunking: its attention's residual is
+    # read once per TTFT length
+    last_residual = it.length_residual(iters, _last(p.sc.cache_hit * p.sc.input_len) + ttft_lengths(p)[0])
+    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk), last_residual)
+
+
+def ttft_lengths(p: c.Point):
+    """(lengths, quadrature weights) of new prompt tokens in the TTFT: the requested quantile's length, then the
+    length quadrature's nodes (weight 0 for the quantile)."""
+    sc = p.sc
+    new = (1.0 - sc.cache_hit) * sc.input_len
+    nodes, w = qu.length_nodes(new, sc.input_cv)
+    i_q = qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc))
+    return jnp.concatenate([i_q[..., None], nodes], axis=-1), w
 
 
 def _mixed_step(p: c.Point, tp, chunk, b, ctx, table=None):
@@ -81,20 +99,22 @@ def _plain(p: c.Point, tp, b, ctx, table=None):
     return it.decode_seconds(table.iters, 1.0 + b)
 
 
-def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None):
+def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None, residual=None):
+    """Seconds of a mixed iteration (`residual`: the chunk attention's log residual at tokens + prefix, where known)."""
     if table is None:
         return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8)
-    return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix)
+    return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix, residual=residual)
 
 
 def _last_chunk(p: c.Point, tp, k, b, ctx, tokens, table=None):
-    """Seconds of the mixed iteration that carries the last chunk of a prompt of `tokens` new tokens (k per chunk):
+    """(full chunks, seconds, rest) of the mixed iteration that carries the last chunk of a prompt of `tokens` new
+    tokens (k per chunk; tokens = ttft_lengths on a trailing axis, the other arguments with a size-1 axis there):
     (ceil(tokens / k) - 1) full chunks come first; the last has the rest and re-reads the KV of all before it."""
     sc = p.sc
     full = jnp.maximum(jnp.ceil(tokens / k) - 1.0, 0.0)
     rest = tokens - full * k
-    prefix = sc.cache_hit * sc.input_len + full * k
-    return full, _mixed(p, tp, b, ctx, rest, prefix, table), rest
+    prefix = _last(sc.cache_hit * sc.input_len) + full * k
+    return full, _mixed(p, tp, b, ctx, rest, prefix, table, None if table is None else table.last_residual), rest
 
 
 def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable | None = None) -> c.Latency:
@@ -155,14 +175,12 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable
 
     # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations of work; its own prompt is done when
     # its last chunk is, which rides in an iteration of its own size (the rest of the budget carries the next prompt).
-    nodes, w = qu.length_nodes(new, sc.input_cv)
-    service = nodes / k * t_mix
-    i_q = qu.lognormal_quantile(new, sc.input_cv, c.normal_z(sc))
-    full_q, last_q, _ = _last_chunk(p, tp, k, 1.0 + b, ctx, i_q, table)
-    own_q = full_q * t_mix + last_q
-    full_n, last_n, rest_n = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], nodes,
-                                          table)
-    remainder = jnp.maximum(last_n - rest_n / k[..., None] * t_mix[..., None], 0.0)  # beyond the fluid work
+    lengths, w = ttft_lengths(p)
+    nodes = lengths[..., 1:]
+    service = nodes / k[..., None] * t_mix[..., None]
+    full, last, rest = _last_chunk(p, tp, k[..., None], 1.0 + b[..., None], ctx[..., None], lengths, table)
+    own_q = full[..., 0] * t_mix + last[..., 0]
+    remainder = jnp.maximum(last[..., 1:] - rest[..., 1:] / k[..., None] * t_mix[..., None], 0.0)  # beyond the fluid
     busy = c.all_busy(b, pool)
     ttft = qu.sojourn(lam, service, w, sc.q, sc.mean_mode, own_q,
                       extra_mean=0.5 * busy * t_plain + qu.expect(remainder, w),
