@@ -21,6 +21,9 @@ import time
 import tomllib
 from pathlib import Path
 
+# every run compiles from scratch: the persistent compile cache (frontier_jax.configure) would load a program
+# compiled by an earlier run of the same code and hide its compile time
+os.environ.setdefault("FRONTIER_JAX_CACHE", "off")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -156,8 +156,9 @@ def test_prefill_pool_search_with_hoisted_primitives_matches_the_inline_one(monk
 
 
 def test_last_chunk_with_its_prepared_residual_is_the_composition_from_the_cut():
-    """The TTFT's last chunks read their attention residual once per prompt length (MixedTable.last_residual: the
-    total length tokens + prefix does not depend on the chunking): the same seconds as reading it from the cut."""
+    """The TTFT's last chunks read their attention's residual and compute efficiency once per prompt length
+    (MixedTable.last_chunk: the total length tokens + prefix does not depend on the chunking): the same seconds as
+    the composition from the cut."""
     p = _point("a100-80gb-sxm", "llama-3.1-8b", "bf16", 3100.0, 300.0)
     p = p._replace(sc=p.sc._replace(input_cv=jnp.asarray(0.7), cache_hit=jnp.asarray(0.25)))
     ctx = c.mean_context(p.sc)

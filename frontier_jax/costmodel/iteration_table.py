@@ -167,16 +167,24 @@ def iteration_table(p: Point, tp, context) -> IterationTable:
     return IterationTable(linear, last(md.layers) * gen, gemm[..., 4, :], cut)
 
 
-def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None = None, residual=None):
+class LengthTerms(NamedTuple):
+    """What a prompt chunk's attention reads of its total length tokens + prefix alone (`length_terms`)."""
+
+    residual: jax.Array  # log residual of the measured grid
+    log_ec: jax.Array    # log compute efficiency of the fitted form
+
+
+def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None = None,
+                    length: LengthTerms | None = None):
     """Every layer's causal attention of one prompt chunk of `tokens` new tokens after `prefix` cached ones (its
-    residual from the table's cut where given, or `residual`, its value at the length tokens + prefix, where known:
-    the same number)."""
+    residual from the table's cut where given, or its `length` terms at tokens + prefix, where known: the same
+    number)."""
     hq, hkv = ops.heads_per_gpu(p.model, tp)
     on = tokens > 0
     kern, safe = kn.kernel_set(p.hw), jnp.where(on, tokens, 1.0)
     args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.fp8)
-    if residual is not None:
-        t = kn.context_seconds_with_residual(kern, p.hw, residual, *args)
+    if length is not None:
+        t = kn.context_seconds_with_residual(kern, p.hw, length.residual, *args, log_ec=length.log_ec)
     elif table is None:
         t = kn.context_seconds(kern, p.hw, 1.0, *args)
     else:
@@ -184,9 +192,12 @@ def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None =
     return jnp.where(on, p.model.layers * t, 0.0)
 
 
-def length_residual(table: IterationTable, length):
-    """The chunk attention's log residual at total length `length` (tokens + prefix), from the table's cut."""
-    return kn.on_cut(table.context_cut, length)
+def length_terms(p: Point, tp, table: IterationTable, length) -> LengthTerms:
+    """The LengthTerms of a chunk's attention at total length `length` (tokens + prefix; tp, the point and the
+    table with a trailing size-1 axis where `length` has a trailing axis of its own)."""
+    hq, hkv = ops.heads_per_gpu(p.model, tp)
+    log_ec = kn.context_length_efficiency(kn.kernel_set(p.hw), p.hw, length, hq, hkv, p.model.head_dim, p.sc.fp8)
+    return LengthTerms(kn.on_cut(table.context_cut, length), log_ec)
 
 
 def decode_seconds(table: IterationTable, batch):
@@ -195,14 +206,24 @@ def decode_seconds(table: IterationTable, batch):
 
 
 def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chunk_prefix, attention=None,
-                  residual=None):
+                  length: LengthTerms | None = None):
     """A mixed iteration (`batch` >= 1 decodes plus a prompt chunk) from the table and the chunk's attention
-    (`attention`: its seconds where already known, else context_seconds, with its log `residual` where known). The
+    (`attention`: its seconds where already known, else context_seconds, with its `length` terms where known). The
     parts in the batch alone are looked up at the batch's own shape (once for chunks on trailing axes of their
     own)."""
     if attention is None:
-        attention = context_seconds(p, tp, chunk_tokens, chunk_prefix, table, residual)
+        attention = context_seconds(p, tp, chunk_tokens, chunk_prefix, table, length)
     gen, head = _at(batch, table.generation, table.head)
     head_more = _at(batch + 1.0, table.head)[0]
     return (_at(batch + chunk_tokens, table.linear)[0] + gen + jnp.where(chunk_tokens > 0, head_more, head)
             + attention)
+
+
+def mixed_and_decode_seconds(table: IterationTable, batch, chunk_tokens, attention):
+    """(mixed, decode) iteration seconds at `batch` >= 1 decodes, the mixed one with a chunk of `chunk_tokens`
+    tokens whose attention takes `attention` s: mixed_seconds and decode_seconds, the batch's own parts looked up
+    once for both."""
+    linear, gen, head = _at(batch, table.linear, table.generation, table.head)
+    sampled = jnp.where(chunk_tokens > 0, _at(batch + 1.0, table.head)[0], head)
+    mixed = _at(batch + chunk_tokens, table.linear)[0] + gen + sampled + attention
+    return mixed, linear + gen + head

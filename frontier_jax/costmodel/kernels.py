@@ -119,6 +119,11 @@ def _log_sat(x, scale, a):
     return jax.nn.log_sigmoid(a * (jnp.log(x) - jnp.log(scale)))
 
 
+def _unsigned(i):
+    """Gather indices as uint32: known in bounds, and JAX traces no wrapping of negative values for them."""
+    return jnp.asarray(i).astype(jnp.uint32)
+
+
 def _cell(a, lx, g, shape):
     """(lower knot index, weight in [0, 1]) of log-coordinates `lx` (broadcast to `shape`) on the sorted log axis
     `a`, clamped to its edges; `g` indexes a stacked axis (its row gathered once per entry, then broadcast)."""
@@ -130,10 +135,26 @@ def _cell(a, lx, g, shape):
         i = jnp.clip(jnp.searchsorted(a, lx) - 1, 0, n - 2)
         x0, x1 = a[i], a[i + 1]
     else:  # the row of entry g, searched by comparison (rows differ per element)
+        g = _unsigned(g)
         row = jnp.reshape(a[g], (1,) * (len(shape) - jnp.ndim(g)) + jnp.shape(g) + (n,))
         i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
-        x0, x1 = a[jnp.broadcast_to(g, shape), i], a[jnp.broadcast_to(g, shape), i + 1]
+        gb, iu = jnp.broadcast_to(g, shape), _unsigned(i)
+        x0, x1 = a[gb, iu], a[gb, iu + 1]
     return i, jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
+
+
+def _corners(axes, cells):
+    """(indices, weights) of the multilinear interpolation's corners over `axes` given each axis's (lower index,
+    weight) `cells`: one index array per axis and the weights, each with a trailing corner axis (axes with a
+    single knot contribute no corners), so the corners are gathered by one gather."""
+    live = [a.shape[-1] > 1 for a in axes]
+    corners = np.array([c for c in itertools.product((0, 1), repeat=len(axes))
+                        if not any(cj and not lj for cj, lj in zip(c, live))], dtype=np.int32)  # (C, axes)
+    lo = jnp.stack([i for i, _ in cells], axis=-1)[..., None, :]
+    w = jnp.stack([wd for _, wd in cells], axis=-1)[..., None, :]
+    weights = jnp.prod(jnp.where(corners == 1, w, 1.0 - w), axis=-1)
+    index = _unsigned(lo + corners)
+    return tuple(index[..., j] for j in range(len(axes))), weights
 
 
 def _interp(axes, grid, coords, g=None):
@@ -142,15 +163,9 @@ def _interp(axes, grid, coords, g=None):
     if not axes:
         return 0.0
     shape = jnp.broadcast_shapes(jnp.shape(g) if g is not None else (), *(jnp.shape(x) for x in coords))
-    lo, wt = zip(*(_cell(a, jnp.log(x), g, shape) for a, x in zip(axes, coords)))
-    head = () if g is None else (jnp.broadcast_to(g, shape),)
-    out = 0.0
-    for corner in itertools.product((0, 1), repeat=len(axes)):
-        if any(c and a.shape[-1] == 1 for c, a in zip(corner, axes)):
-            continue
-        w = functools.reduce(jnp.multiply, [wd if c else 1.0 - wd for c, wd in zip(corner, wt)])
-        out = out + w * grid[head + tuple(i + c for i, c in zip(lo, corner))]
-    return out
+    index, weights = _corners(axes, [_cell(a, jnp.log(x), g, shape) for a, x in zip(axes, coords)])
+    head = () if g is None else (jnp.broadcast_to(_unsigned(g), shape)[..., None],)
+    return jnp.sum(weights * grid[head + index], axis=-1)
 
 
 class Cut(NamedTuple):
@@ -170,15 +185,10 @@ def cut(fit: OpFit, g, keep: int, coords) -> Cut:
     shape = jnp.broadcast_shapes(jnp.shape(g), *(jnp.shape(coords[j]) for j in others))
     cells = [_cell(fit.axes[j], jnp.log(coords[j]), g, shape) for j in others]
     grid = jnp.moveaxis(fit.residual, 1 + keep, -1)  # (entries, the other axes..., n along keep)
-    gb = jnp.broadcast_to(g, shape)
-    out = 0.0
-    for corner in itertools.product((0, 1), repeat=len(others)):
-        if any(c and fit.axes[j].shape[-1] == 1 for c, j in zip(corner, others)):
-            continue
-        w = functools.reduce(jnp.multiply, [wd if c else 1.0 - wd for c, (_, wd) in zip(corner, cells)], 1.0)
-        out = out + jnp.asarray(w)[..., None] * grid[(gb,) + tuple(i + c for (i, _), c in zip(cells, corner))]
+    index, weights = _corners([fit.axes[j] for j in others], cells)
+    rows = grid[(jnp.broadcast_to(_unsigned(g), shape)[..., None],) + index]  # (..., corners, n along keep)
     row = fit.axes[keep][g]
-    return Cut(jnp.broadcast_to(row, shape + row.shape[-1:]), out)
+    return Cut(jnp.broadcast_to(row, shape + row.shape[-1:]), jnp.sum(weights[..., None] * rows, axis=-2))
 
 
 def static_cells(axis_rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,12 +234,28 @@ def evaluate(fit: OpFit, terms, g=None):
     return base_seconds(fit, terms, g) * jnp.exp(_interp(fit.axes, fit.residual, terms[6], g))
 
 
-def base_seconds(fit: OpFit, terms, g=None):
-    """Seconds of one kernel from the fitted smooth form alone (no residual grid)."""
-    if g is not None:
-        fit = fit._replace(**{k: getattr(fit, k)[g] for k in SCALARS})
+def _selected(fit: OpFit, g):
+    """The fit's scalars of stacked entry g (an index array; unsigned: no wrapping of negative indices to trace)."""
+    if g is None:
+        return fit
+    g = _unsigned(g)
+    return fit._replace(**{k: getattr(fit, k)[g] for k in SCALARS})
+
+
+def log_compute_efficiency(fit: OpFit, terms, g=None):
+    """log eta_c of the fitted form at these terms (`base_seconds`)."""
+    fit = _selected(fit, g)
+    return jnp.log(fit.eta_c) + sum(_log_sat(x, fit.c_scale[..., j], fit.c_exp[..., j])
+                                    for j, x in enumerate(terms[4]))
+
+
+def base_seconds(fit: OpFit, terms, g=None, log_ec=None):
+    """Seconds of one kernel from the fitted smooth form alone (no residual grid); `log_ec`: its log compute
+    efficiency where already known (log_compute_efficiency: it reads only the compute features)."""
     flops, nbytes, peak, bw, cf, mf = terms[:6]
-    log_ec = jnp.log(fit.eta_c) + sum(_log_sat(x, fit.c_scale[..., j], fit.c_exp[..., j]) for j, x in enumerate(cf))
+    fit = _selected(fit, g)
+    if cf and log_ec is None:
+        log_ec = log_compute_efficiency(fit, terms)
     log_em = jnp.log(fit.eta_m) + sum(_log_sat(x, fit.m_scale[..., j], fit.m_exp[..., j]) for j, x in enumerate(mf))
     log_m = jnp.log(nbytes) - jnp.log(bw) - log_em
     if not cf:  # no compute term (all-reduce)
@@ -270,11 +296,19 @@ def context_seconds_on_slice(kern: KernelSet, hw: Hardware, c: Cut, tokens, pref
 
 
 def context_seconds_with_residual(kern: KernelSet, hw: Hardware, residual, tokens, prefix, heads, kv_heads,
-                                  head_dim, fp8=0.0):
+                                  head_dim, fp8=0.0, log_ec=None):
     """context_seconds of one prompt (batch 1) whose log residual at its total length tokens + prefix is already
-    known (`residual`, e.g. on_cut of its context_slice: prompts of one total length split anyhow share it)."""
+    known (`residual`, e.g. on_cut of its context_slice), and its log compute efficiency where known (`log_ec`,
+    context_length_efficiency): both depend on the total length alone, so chunkings of one prompt share them."""
     terms = context_terms(hw, 1.0, tokens, prefix, heads, kv_heads, head_dim, fp8)
-    return base_seconds(kern.tables.context, terms, _dtype_entry(kern, fp8)) * jnp.exp(residual)
+    return base_seconds(kern.tables.context, terms, _dtype_entry(kern, fp8), log_ec) * jnp.exp(residual)
+
+
+def context_length_efficiency(kern: KernelSet, hw: Hardware, length, heads, kv_heads, head_dim, fp8=0.0):
+    """log compute efficiency of one prompt's prefill attention (batch 1) at total length `length` (its compute
+    features are the total length, the heads and the head size: context_terms)."""
+    terms = context_terms(hw, 1.0, length, 0.0, heads, kv_heads, head_dim, fp8)
+    return log_compute_efficiency(kern.tables.context, terms, _dtype_entry(kern, fp8))
 
 
 def generation_seconds(kern: KernelSet, hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8=0.0):

@@ -48,7 +48,7 @@ class MixedTable(NamedTuple):
     attention: jax.Array  # (..., BATCH_KNOTS) s, every layer's attention of the mean chunk at batch 1 + knots
     warm: tuple           # decode_affine branches (the Newton iteration's warm start)
     upper: jax.Array      # rate_upper(p, tp, chunk): the rate solver's bracket
-    last_residual: jax.Array  # (..., 1 + N_NODES) log residual of the last chunk's attention at ttft_lengths
+    last_chunk: it.LengthTerms  # (..., 1 + N_NODES) of the last chunk's attention at ttft_lengths
 
 
 def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
@@ -66,10 +66,11 @@ def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
     last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
     attention = it.context_seconds(jax.tree.map(last, p), last(tp), k_eff, prefix, iters)
     warm = c.decode_affine(p, tp, ctx, lambda b: it.decode_seconds(iters, b))  # DECODE_KNOTS are table knots
-    # a prompt's last chunk ends at the prompt's full length whatever the chunking: its attention's residual is
-    # read once per TTFT length
-    last_residual = it.length_residual(iters, _last(p.sc.cache_hit * p.sc.input_len) + ttft_lengths(p)[0])
-    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk), last_residual)
+    # a prompt's last chunk ends at the prompt's full length whatever the chunking: what its attention reads of
+    # that length alone is computed once per TTFT length
+    last = it.length_terms(jax.tree.map(_last, p), _last(tp), iters,
+                           _last(p.sc.cache_hit * p.sc.input_len) + ttft_lengths(p)[0])
+    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk), last)
 
 
 def ttft_lengths(p: c.Point):
@@ -86,10 +87,9 @@ def _mixed_step(p: c.Point, tp, chunk, b, ctx, table=None):
     """(k, t_mix, t_plain) at batch 1 + b: prompt tokens per mixed iteration and the two iteration times."""
     if table is None:
         return _direct_step(p, tp, chunk, 1.0 + b, ctx)
-    k_eff, prefix = _chunk_tokens(p, chunk, 1.0 + b)
+    k_eff, _ = _chunk_tokens(p, chunk, 1.0 + b)
     attention = it.lookup(table.step, table.attention, b)
-    return (k_eff, it.mixed_seconds(p, tp, table.iters, 1.0 + b, k_eff, prefix, attention),
-            it.decode_seconds(table.iters, 1.0 + b))
+    return (k_eff, *it.mixed_and_decode_seconds(table.iters, 1.0 + b, k_eff, attention))
 
 
 def _plain(p: c.Point, tp, b, ctx, table=None):
@@ -99,11 +99,11 @@ def _plain(p: c.Point, tp, b, ctx, table=None):
     return it.decode_seconds(table.iters, 1.0 + b)
 
 
-def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None, residual=None):
-    """Seconds of a mixed iteration (`residual`: the chunk attention's log residual at tokens + prefix, where known)."""
+def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None, length=None):
+    """Seconds of a mixed iteration (`length`: the chunk attention's iteration_table.LengthTerms, where known)."""
     if table is None:
         return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8)
-    return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix, residual=residual)
+    return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix, length=length)
 
 
 def _last_chunk(p: c.Point, tp, k, b, ctx, tokens, table=None):
@@ -114,7 +114,7 @@ def _last_chunk(p: c.Point, tp, k, b, ctx, tokens, table=None):
     full = jnp.maximum(jnp.ceil(tokens / k) - 1.0, 0.0)
     rest = tokens - full * k
     prefix = _last(sc.cache_hit * sc.input_len) + full * k
-    return full, _mixed(p, tp, b, ctx, rest, prefix, table, None if table is None else table.last_residual), rest
+    return full, _mixed(p, tp, b, ctx, rest, prefix, table, None if table is None else table.last_chunk), rest
 
 
 def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable | None = None) -> c.Latency:
