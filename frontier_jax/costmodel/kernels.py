@@ -143,18 +143,30 @@ def _cell(a, lx, g, shape):
     return i, jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
 
 
-def _corners(axes, cells):
-    """(indices, weights) of the multilinear interpolation's corners over `axes` given each axis's (lower index,
-    weight) `cells`: one index array per axis and the weights, each with a trailing corner axis (axes with a
-    single knot contribute no corners), so the corners are gathered by one gather."""
-    live = [a.shape[-1] > 1 for a in axes]
-    corners = np.array([c for c in itertools.product((0, 1), repeat=len(axes))
-                        if not any(cj and not lj for cj, lj in zip(c, live))], dtype=np.int32)  # (C, axes)
-    lo = jnp.stack([i for i, _ in cells], axis=-1)[..., None, :]
-    w = jnp.stack([wd for _, wd in cells], axis=-1)[..., None, :]
-    weights = jnp.prod(jnp.where(corners == 1, w, 1.0 - w), axis=-1)
-    index = _unsigned(lo + corners)
-    return tuple(index[..., j] for j in range(len(axes))), weights
+def _corner_sum(grid, g, axes, cells):
+    """The multilinear interpolation's sum over corners: sum of weight x grid value over the corners of `axes` (each
+    axis's (lower index, weight) in `cells`; axes with a single knot contribute none). `grid` is (entries, *axes,
+    *rest) with the entry index `g`, or (*axes, *rest) without; the result is (..., *rest). The grid is read flat:
+    one gather of every corner at a static offset from the cell's first corner, the weights an outer product."""
+    lead = () if g is None else (g,)
+    off = len(lead)
+    dims = grid.shape[:off + len(axes)]
+    rest = grid.shape[off + len(axes):]
+    strides = [int(np.prod(dims[d + 1:])) for d in range(len(dims))]
+    first = sum(_unsigned(i) * strides[d] for d, i in enumerate(list(lead) + [i for i, _ in cells]))
+    offsets, weights = np.zeros(1, np.int64), None
+    for (_, w), a, st in zip(cells, axes, strides[off:]):
+        if a.shape[-1] == 1:
+            continue
+        offsets = (offsets[:, None] + np.array([0, st])).ravel()
+        pair = jnp.stack([1.0 - w, w], axis=-1)
+        weights = pair if weights is None else jnp.reshape(weights[..., :, None] * pair[..., None, :],
+                                                           jnp.shape(pair)[:-1] + (-1,))
+    flat = jnp.reshape(grid, (-1,) + rest)
+    values = flat[jnp.asarray(first)[..., None] + offsets.astype(np.uint32)]  # (..., corners, *rest)
+    if weights is None:
+        return values[..., 0, *(slice(None),) * len(rest)]
+    return jnp.sum(jnp.reshape(weights, weights.shape + (1,) * len(rest)) * values, axis=-1 - len(rest))
 
 
 def _interp(axes, grid, coords, g=None):
@@ -163,9 +175,8 @@ def _interp(axes, grid, coords, g=None):
     if not axes:
         return 0.0
     shape = jnp.broadcast_shapes(jnp.shape(g) if g is not None else (), *(jnp.shape(x) for x in coords))
-    index, weights = _corners(axes, [_cell(a, jnp.log(x), g, shape) for a, x in zip(axes, coords)])
-    head = () if g is None else (jnp.broadcast_to(_unsigned(g), shape)[..., None],)
-    return jnp.sum(weights * grid[head + index], axis=-1)
+    cells = [_cell(a, jnp.log(x), g, shape) for a, x in zip(axes, coords)]
+    return _corner_sum(grid, None if g is None else jnp.broadcast_to(g, shape), axes, cells)
 
 
 class Cut(NamedTuple):
@@ -185,10 +196,9 @@ def cut(fit: OpFit, g, keep: int, coords) -> Cut:
     shape = jnp.broadcast_shapes(jnp.shape(g), *(jnp.shape(coords[j]) for j in others))
     cells = [_cell(fit.axes[j], jnp.log(coords[j]), g, shape) for j in others]
     grid = jnp.moveaxis(fit.residual, 1 + keep, -1)  # (entries, the other axes..., n along keep)
-    index, weights = _corners([fit.axes[j] for j in others], cells)
-    rows = grid[(jnp.broadcast_to(_unsigned(g), shape)[..., None],) + index]  # (..., corners, n along keep)
+    residual = _corner_sum(grid, jnp.broadcast_to(g, shape), [fit.axes[j] for j in others], cells)
     row = fit.axes[keep][g]
-    return Cut(jnp.broadcast_to(row, shape + row.shape[-1:]), jnp.sum(weights[..., None] * rows, axis=-2))
+    return Cut(jnp.broadcast_to(row, shape + row.shape[-1:]), residual)
 
 
 def static_cells(axis_rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
