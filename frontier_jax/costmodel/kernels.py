@@ -19,7 +19,6 @@ roofline with that GPU's fitted efficiencies.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 from pathlib import Path
 from typing import NamedTuple
