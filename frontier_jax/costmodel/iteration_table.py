@@ -213,10 +213,7 @@ def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chun
     own)."""
     if attention is None:
         attention = context_seconds(p, tp, chunk_tokens, chunk_prefix, table, length)
-    gen, head = _at(batch, table.generation, table.head)
-    head_more = _at(batch + 1.0, table.head)[0]
-    return (_at(batch + chunk_tokens, table.linear)[0] + gen + jnp.where(chunk_tokens > 0, head_more, head)
-            + attention)
+    return mixed_and_decode_seconds(table, batch, chunk_tokens, attention)[0]
 
 
 def mixed_and_decode_seconds(table: IterationTable, batch, chunk_tokens, attention):

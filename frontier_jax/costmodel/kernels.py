@@ -210,12 +210,17 @@ def static_cells(axis_rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.n
     return i.astype(np.int32), np.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
 
 
+def _along(values, i):
+    """values (..., n) at indices i (..., K) of their last axis, the leading shapes broadcast."""
+    lead = jnp.broadcast_shapes(values.shape[:-1], i.shape[:-1])
+    return jnp.take_along_axis(jnp.broadcast_to(values, lead + values.shape[-1:]),
+                               jnp.broadcast_to(i, lead + i.shape[-1:]), axis=-1)
+
+
 def on_cut_cells(c: Cut, i, w):
     """The log residual along a Cut at the queries whose (index, weight) are given (`static_cells`, gathered at the
     cut's entries: the cut's leading shape and a trailing query axis)."""
-    take = lambda a, j: jnp.take_along_axis(a, j, axis=-1)  # noqa: E731
-    i = jnp.broadcast_to(i, c.residual.shape[:-1] + i.shape[-1:])
-    return (1.0 - w) * take(c.residual, i) + w * take(c.residual, i + 1)
+    return (1.0 - w) * _along(c.residual, i) + w * _along(c.residual, i + 1)
 
 
 def on_cut(c: Cut, x):
@@ -230,11 +235,10 @@ def on_cut(c: Cut, x):
     extra = lx.ndim - len(lead)  # trailing query axes of x beyond the cut's own leading shape
     if extra > 0:
         row, res = (jnp.reshape(a, a.shape[:-1] + (1,) * extra + (n,)) for a in (row, res))
-    i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1) - 1, 0, n - 2)
-    take = lambda a, j: jnp.take_along_axis(jnp.broadcast_to(a, lx.shape + (n,)), j[..., None], axis=-1)[..., 0]  # noqa: E731
-    x0, x1 = take(row, i), take(row, i + 1)
-    w = jnp.clip((lx - x0) / (x1 - x0), 0.0, 1.0)
-    return (1.0 - w) * take(res, i) + w * take(res, i + 1)
+    i = jnp.clip(jnp.sum(row <= lx[..., None], axis=-1, keepdims=True) - 1, 0, n - 2)
+    x0, x1 = _along(row, i), _along(row, i + 1)
+    w = jnp.clip((lx[..., None] - x0) / (x1 - x0), 0.0, 1.0)
+    return on_cut_cells(Cut(row, res), i, w)[..., 0]
 
 
 def evaluate(fit: OpFit, terms, g=None):

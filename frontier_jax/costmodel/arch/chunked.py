@@ -19,6 +19,7 @@ BATCH_KNOTS = 65  # of a MixedTable's chunk attention, log-spaced in the batch f
 
 
 def _last(v):
+    """v with a new trailing axis (of knots or lengths)."""
     return jnp.asarray(v)[..., None]
 
 
@@ -63,14 +64,13 @@ def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
     step = jnp.log1p(chunk + 1.0) / (BATCH_KNOTS - 1)
     batch = 1.0 + it.knots(step, BATCH_KNOTS)
     k_eff, prefix = _chunk_tokens(p, chunk[..., None], batch)
-    last = lambda v: jnp.asarray(v)[..., None]  # noqa: E731
-    attention = it.context_seconds(jax.tree.map(last, p), last(tp), k_eff, prefix, iters)
+    attention = it.context_seconds(jax.tree.map(_last, p), _last(tp), k_eff, prefix, iters)
     warm = c.decode_affine(p, tp, ctx, lambda b: it.decode_seconds(iters, b))  # DECODE_KNOTS are table knots
     # a prompt's last chunk ends at the prompt's full length whatever the chunking: what its attention reads of
     # that length alone is computed once per TTFT length
-    last = it.length_terms(jax.tree.map(_last, p), _last(tp), iters,
-                           _last(p.sc.cache_hit * p.sc.input_len) + ttft_lengths(p)[0])
-    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk), last)
+    last_chunk = it.length_terms(jax.tree.map(_last, p), _last(tp), iters,
+                                 _last(p.sc.cache_hit * p.sc.input_len) + ttft_lengths(p)[0])
+    return MixedTable(iters, step, attention, warm, rate_upper(p, tp, chunk), last_chunk)
 
 
 def ttft_lengths(p: c.Point):
