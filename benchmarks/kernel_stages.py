@@ -71,7 +71,7 @@ def time_tables(il, ol) -> tuple[float, float]:
         sc = Scenario.build(input_len=i, output_len=o, ttft=2.0, tpot=0.05, q=0.99, mean_mode=0.0, fp8=fp8)
         p = Point(h, m, e, sc)
         t = jax.vmap(lambda tp: iteration_table(p, tp, mean_context(sc)))(jnp.asarray(SearchSpace().tp, il.dtype))
-        return t.linear.sum() + t.generation.sum() + t.head.sum()
+        return t.linear.sum() + t.decode.sum() + t.riding.sum()
 
     f = jax.jit(jax.vmap(one))
     t0 = time.perf_counter()

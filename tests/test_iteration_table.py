@@ -37,6 +37,7 @@ def test_knots_hold_every_measured_gemm_m_and_the_powers_of_two():
     measured = np.exp(it.kn.stacked_gemm_m_axes().ravel())
     assert all(round(float(m), 6) in k for m in measured if m < it.MAX_COUNT)
     assert all(float(2**j) in k for j in range(16))
+    assert it.count_knots()[0] == 1.0  # chunked._plain_alone reads the decode of one sequence at the first knot
 
 
 @pytest.mark.parametrize("gpu", GPUS)

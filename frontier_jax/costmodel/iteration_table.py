@@ -51,9 +51,9 @@ def count_knots(max_tokens: float = MAX_COUNT) -> np.ndarray:
 class IterationTable(NamedTuple):
     """The count-dependent parts of a kernel-composed iteration at the token counts `count_knots`."""
 
-    linear: jax.Array      # (..., K) s
-    generation: jax.Array  # (..., K) s
-    head: jax.Array        # (..., K) s
+    linear: jax.Array      # (..., K) s, linear(T)
+    decode: jax.Array      # (..., K) s, decode(B) = linear(B) + generation(B) + head(B)
+    riding: jax.Array      # (..., K) s, what B decodes add to a mixed iteration: generation(B) + head(B + 1)
     context_cut: kn.Cut    # kernels.context_slice: the chunk attention's residual along its total length
 
 
@@ -64,8 +64,8 @@ def knots(step, n: int):
 
 def _interpolate(at, x, *tables):
     """Linear interpolation of each of `tables` (knots on the last axis, leading shape the tables') at x, the knot
-    interval `at(x)` = (j, x_j, x_j+1) found once; x of the tables' leading shape or that and trailing axes of its
-    own (several queries per table)."""
+    interval `at(x)` = (j, x_j, x_j+1) found once and both ends of each table read in one gather; x of the tables'
+    leading shape or that and trailing axes of its own (several queries per table)."""
     lead = tables[0].shape[:-1]
     x = jnp.asarray(x)
     if x.ndim < len(lead):
@@ -73,11 +73,12 @@ def _interpolate(at, x, *tables):
     x = jnp.broadcast_to(x, lead + x.shape[len(lead):])
     j, x0, x1 = at(x)
     i = jnp.reshape(j, lead + (-1,))
+    i = jnp.concatenate([i, i + 1], axis=-1)
     w = (x - x0) / (x1 - x0)
     out = []
     for values in tables:
-        v0 = jnp.reshape(jnp.take_along_axis(values, i, axis=-1), x.shape)
-        v1 = jnp.reshape(jnp.take_along_axis(values, i + 1, axis=-1), x.shape)
+        v0, v1 = jnp.split(jnp.take_along_axis(values, i, axis=-1), 2, axis=-1)
+        v0, v1 = jnp.reshape(v0, x.shape), jnp.reshape(v1, x.shape)
         out.append(v0 + w * (v1 - v0))
     return out
 
@@ -100,28 +101,32 @@ CELLS_PER_OCTAVE = 32  # of the knot index: cell floor(32 log2 count) holds few 
 
 @functools.lru_cache(maxsize=1)
 def _knot_index():
-    """(first knot index of each cell, most knots inside one cell): the static index that finds a count's knot
-    interval with a gather and a few compares instead of a search over every knot."""
+    """The static index that finds a count's knot interval with one gather and a few compares instead of a search
+    over every knot: a row per cell, its first knot index j0 (as a float) and the knots j0, ..., j0 + extra + 1
+    (clamped to the last), extra the most knots inside one cell."""
     k = count_knots()
     cells = int(np.ceil(CELLS_PER_OCTAVE * np.log2(k[-1]))) + 1
     edges = 2.0 ** (np.arange(cells + 1) / CELLS_PER_OCTAVE)
     start = np.clip(np.searchsorted(k, edges[:-1], side="right") - 1, 0, k.size - 2)
-    inside = np.searchsorted(k, edges[1:], side="left") - 1 - start
-    return start.astype(np.int32), int(max(inside.max(), 0))
+    extra = int(max((np.searchsorted(k, edges[1:], side="left") - 1 - start).max(), 0))
+    near = k[np.minimum(start[:, None] + np.arange(extra + 2), k.size - 1)]
+    return np.concatenate([start[:, None].astype(float), near], axis=1), extra
 
 
 def _at(count, *tables):
     """The tables' values at `count` tokens (knots: count_knots()), the knot interval found once for all."""
-    k = count_knots()
-    start, extra = _knot_index()
+    rows, extra = _knot_index()
+    last = count_knots().size - 2
 
     def at(x):
-        kx = jnp.asarray(k, x.dtype)
-        cell = jnp.clip(jnp.floor(CELLS_PER_OCTAVE * jnp.log2(jnp.maximum(x, 1.0))), 0, start.size - 1)
-        j0 = jnp.asarray(start)[cell.astype(jnp.int32)]
-        j = j0 + sum((kx[jnp.minimum(j0 + t, k.size - 1)] <= x).astype(jnp.int32) for t in range(1, extra + 1))
-        j = jnp.minimum(j, k.size - 2)
-        return j, kx[j], kx[j + 1]
+        cell = jnp.clip(jnp.floor(CELLS_PER_OCTAVE * jnp.log2(jnp.maximum(x, 1.0))), 0, rows.shape[0] - 1)
+        row = jnp.asarray(rows, x.dtype)[cell.astype(jnp.int32)]  # (..., extra + 3)
+        j0 = row[..., 0].astype(jnp.int32)
+        j = jnp.minimum(j0 + sum((row[..., 1 + t] <= x).astype(jnp.int32) for t in range(1, extra + 1)), last)
+        o = j - j0
+        x0 = sum(jnp.where(o == t, row[..., 1 + t], 0.0) for t in range(extra + 1))
+        x1 = sum(jnp.where(o == t, row[..., 2 + t], 0.0) for t in range(extra + 1))
+        return j, x0, x1
     return _interpolate(at, count, *tables)
 
 
@@ -163,28 +168,23 @@ def iteration_table(p: Point, tp, context) -> IterationTable:
     allreduce = 2.0 * kn.allreduce_seconds(kern, hw1, x * last(md.hidden), last(tp))
     linear = (last(md.layers) * (gemm[..., 0, :] + gemm[..., 1, :] + gemm[..., 2, :] + gemm[..., 3, :] + allreduce)
               + lat.engine_seconds(hw1, jax.tree.map(last, md), jax.tree.map(last, p.eff), x))
+    gen, head = last(md.layers) * gen, gemm[..., 4, :]
+    riding = gen + _at(x + 1.0, head)[0]  # the LM head also samples the chunk's token: the head table at B + 1
     cut = kn.context_slice(kern, hq, hkv, md.head_dim, p.sc.fp8)
-    return IterationTable(linear, last(md.layers) * gen, gemm[..., 4, :], cut)
-
-
-class LengthTerms(NamedTuple):
-    """What a prompt chunk's attention reads of its total length tokens + prefix alone (`length_terms`)."""
-
-    residual: jax.Array  # log residual of the measured grid
-    log_ec: jax.Array    # log compute efficiency of the fitted form
+    return IterationTable(linear, linear + gen + head, riding, cut)
 
 
 def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None = None,
-                    length: LengthTerms | None = None):
+                    length: kn.PreparedContext | None = None):
     """Every layer's causal attention of one prompt chunk of `tokens` new tokens after `prefix` cached ones (its
-    residual from the table's cut where given, or its `length` terms at tokens + prefix, where known: the same
+    residual from the table's cut where given, or from its total length's `length_terms` where known: the same
     number)."""
     hq, hkv = ops.heads_per_gpu(p.model, tp)
     on = tokens > 0
     kern, safe = kn.kernel_set(p.hw), jnp.where(on, tokens, 1.0)
     args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.fp8)
     if length is not None:
-        t = kn.context_seconds_with_residual(kern, p.hw, length.residual, *args, log_ec=length.log_ec)
+        t = kn.context_seconds_prepared(length, p.hw, *args)
     elif table is None:
         t = kn.context_seconds(kern, p.hw, 1.0, *args)
     else:
@@ -192,21 +192,22 @@ def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None =
     return jnp.where(on, p.model.layers * t, 0.0)
 
 
-def length_terms(p: Point, tp, table: IterationTable, length) -> LengthTerms:
-    """The LengthTerms of a chunk's attention at total length `length` (tokens + prefix; tp, the point and the
-    table with a trailing size-1 axis where `length` has a trailing axis of its own)."""
+def length_terms(p: Point, tp, table: IterationTable, length) -> kn.PreparedContext:
+    """What a chunk's attention reads of its total length `length` (tokens + prefix) alone, prepared once
+    (kernels.PreparedContext; tp, the point and the table with a trailing size-1 axis where `length` has a trailing
+    axis of its own)."""
     hq, hkv = ops.heads_per_gpu(p.model, tp)
-    log_ec = kn.context_length_efficiency(kn.kernel_set(p.hw), p.hw, length, hq, hkv, p.model.head_dim, p.sc.fp8)
-    return LengthTerms(kn.on_cut(table.context_cut, length), log_ec)
+    return kn.prepare_context(kn.kernel_set(p.hw), p.hw, kn.on_cut(table.context_cut, length), length, hq, hkv,
+                              p.model.head_dim, p.sc.fp8)
 
 
 def decode_seconds(table: IterationTable, batch):
     """A decode iteration of `batch` (>= 1) sequences from the table."""
-    return sum(_at(batch, table.linear, table.generation, table.head))
+    return _at(batch, table.decode)[0]
 
 
 def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chunk_prefix, attention=None,
-                  length: LengthTerms | None = None):
+                  length: kn.PreparedContext | None = None):
     """A mixed iteration (`batch` >= 1 decodes plus a prompt chunk) from the table and the chunk's attention
     (`attention`: its seconds where already known, else context_seconds, with its `length` terms where known). The
     parts in the batch alone are looked up at the batch's own shape (once for chunks on trailing axes of their
@@ -219,8 +220,7 @@ def mixed_seconds(p: Point, tp, table: IterationTable, batch, chunk_tokens, chun
 def mixed_and_decode_seconds(table: IterationTable, batch, chunk_tokens, attention):
     """(mixed, decode) iteration seconds at `batch` >= 1 decodes, the mixed one with a chunk of `chunk_tokens`
     tokens whose attention takes `attention` s: mixed_seconds and decode_seconds, the batch's own parts looked up
-    once for both."""
-    linear, gen, head = _at(batch, table.linear, table.generation, table.head)
-    sampled = jnp.where(chunk_tokens > 0, _at(batch + 1.0, table.head)[0], head)
-    mixed = _at(batch + chunk_tokens, table.linear)[0] + gen + sampled + attention
-    return mixed, linear + gen + head
+    once for both (two knot searches: the batch's and the mixed iteration's token count)."""
+    decode, riding = _at(batch, table.decode, table.riding)
+    mixed = jnp.where(chunk_tokens > 0, _at(batch + chunk_tokens, table.linear)[0] + riding + attention, decode)
+    return mixed, decode

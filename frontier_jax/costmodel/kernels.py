@@ -324,6 +324,47 @@ def context_length_efficiency(kern: KernelSet, hw: Hardware, length, heads, kv_h
     return log_compute_efficiency(kern.tables.context, terms, _dtype_entry(kern, fp8))
 
 
+class PreparedContext(NamedTuple):
+    """What one prompt's prefill attention (batch 1) reads of its total length, GPU and precision, prepared once:
+    the fitted form's constants in logs and the residual as a factor, so that any split of the length into new
+    and cached tokens costs two logs and four exponentials or logs (context_seconds_prepared), not the form's
+    dozen, inside a rate solver's loop."""
+
+    t0: jax.Array
+    p: jax.Array
+    log_compute: jax.Array   # log(peak FLOP/s x compute efficiency at this length)
+    log_memory: jax.Array    # log(bandwidth x asymptotic memory efficiency)
+    log_m_scale: jax.Array   # log of the memory efficiency's half-saturation bytes
+    m_exp: jax.Array         # its exponent
+    factor: jax.Array        # exp(residual at this length)
+
+
+def prepare_context(kern: KernelSet, hw: Hardware, residual, length, heads, kv_heads, head_dim,
+                    fp8=0.0) -> PreparedContext:
+    """The PreparedContext of prompts of total length `length` whose log residual there is `residual`."""
+    g = _dtype_entry(kern, fp8)
+    fit = _selected(kern.tables.context, g)
+    log_ec = context_length_efficiency(kern, hw, length, heads, kv_heads, head_dim, fp8)
+    shape = jnp.shape(log_ec)
+    b = lambda v: jnp.broadcast_to(v, shape)  # noqa: E731
+    assert len(MEMORY_FEATURES["context_attention"]) == 1  # context_seconds_prepared writes out one
+    return PreparedContext(b(fit.t0), b(fit.p), b(jnp.log(hw.bf16_flops) + log_ec),  # context_terms' peak
+                           b(jnp.log(hw.hbm_bandwidth) + jnp.log(fit.eta_m)), b(jnp.log(fit.m_scale[..., 0])),
+                           b(fit.m_exp[..., 0]), b(jnp.exp(residual)))
+
+
+def context_seconds_prepared(prep: PreparedContext, hw: Hardware, tokens, prefix, heads, kv_heads, head_dim,
+                             fp8=0.0):
+    """context_seconds_with_residual of a split (tokens new after prefix cached) of a prepared length: the same
+    form, base_seconds with its one memory feature written out."""
+    flops, nbytes = context_terms(hw, 1.0, tokens, prefix, heads, kv_heads, head_dim, fp8)[:2]
+    log_bytes = jnp.log(nbytes)
+    # log memory efficiency = log eta_m + log_sigmoid(a (log bytes - log s)) = log eta_m - log1p((s / bytes)^a)
+    log_m = log_bytes - prep.log_memory + jnp.log1p(jnp.exp(prep.m_exp * (prep.log_m_scale - log_bytes)))
+    log_c = jnp.log(jnp.maximum(flops, 1e-30)) - prep.log_compute
+    return (prep.t0 + jnp.exp(jnp.logaddexp(prep.p * log_c, prep.p * log_m) / prep.p)) * prep.factor
+
+
 def generation_seconds(kern: KernelSet, hw: Hardware, batch, context, heads, kv_heads, head_dim, fp8=0.0):
     """Seconds of one decode step's attention over `context` cached tokens per sequence; fp8 = 1: FP8 KV cache."""
     terms = generation_terms(hw, batch, context, heads, kv_heads, head_dim, fp8)

@@ -264,10 +264,11 @@ def _instance_search(p: Point, demand: Demand, lat_fn, fn, upper, cfg_args, tps,
                           rate=lam_i, reason=reason)
 
 
-def search_colocated(p: Point, demand: Demand, space: SearchSpace) -> InstanceChoice:
-    """Colocated continuous batching over TP degrees."""
+def search_colocated(p: Point, demand: Demand, space: SearchSpace, prims=None) -> InstanceChoice:
+    """Colocated continuous batching over TP degrees (`prims`: their Primitives where already computed)."""
     tps = jnp.asarray(space.tp, dtype=p.sc.q.dtype)
-    return _instance_search(p, demand, _coloc_latency, _coloc_fn, _coloc_upper, (tps, _primitives(p, tps)), tps,
+    prims = _primitives(p, tps) if prims is None else prims
+    return _instance_search(p, demand, _coloc_latency, _coloc_fn, _coloc_upper, (tps, prims), tps,
                             jnp.zeros_like(tps))
 
 
@@ -290,12 +291,13 @@ def _pool(p, demand, sz, fn, upper, cfg_args, gpus, pin, continuous=False):
     return jnp.where(ok, per_rate, jnp.nan), n, lam_op, lam
 
 
-def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePool:
-    """The disaggregated decode pool over its TP degrees, on the decode side's GPU."""
+def search_decode_pool(p: Point, demand: Demand, space: SearchSpace, prims=None) -> DecodePool:
+    """The disaggregated decode pool over its TP degrees, on the decode side's GPU (`prims`: their Primitives
+    there, where already computed)."""
     p = p.decode_side()
     sz = _sizing(demand, demand.n_decode, Dispatch.JSQ)
     tpd = jnp.asarray(space.tp_decode, p.sc.q.dtype)
-    cfg = (tpd, _primitives(p, tpd, prefill=False))
+    cfg = (tpd, _primitives(p, tpd, prefill=False) if prims is None else prims)
     lam_d = jax.vmap(lambda a: op.max_rate(_decode_fn, _decode_upper, (p, sz) + a))(cfg)
     c_d, n_d, _, lat_d, lat0_d = _deploy(p, demand, sz, _decode_latency, _decode_upper, cfg, tpd, demand.n_decode,
                                          lam_d)
@@ -304,14 +306,16 @@ def search_decode_pool(p: Point, demand: Demand, space: SearchSpace) -> DecodePo
                       busy=lat_d.decode_busy[i_d], reason=_closest_reason(p, lat0_d))
 
 
-def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace) -> FreeLinkPrefill:
-    """The cheapest prefill pool at infinite link bandwidth (the KV tax's reference) and how busy it is."""
+def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace, prims=None) -> FreeLinkPrefill:
+    """The cheapest prefill pool at infinite link bandwidth (the KV tax's reference) and how busy it is (`prims`:
+    its configurations' Primitives where already computed)."""
     tpp_inf = jnp.asarray(space.tp_prefill, p.sc.q.dtype)
     zero = jnp.zeros_like(tpp_inf)
     sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FREE]
-    c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero, _primitives(p, tpp_inf, decode=False)),
-                               tpp_inf, demand.n_prefill, continuous=True)
+    prims = _primitives(p, tpp_inf, decode=False) if prims is None else prims
+    c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero, prims), tpp_inf, demand.n_prefill,
+                               continuous=True)
     i, best, (g, lam) = _pick(c_inf, tpp_inf, lamop)
     s, w, _ = prefill_service(p, g)
     return FreeLinkPrefill(gpus_per_rate=best, busy=jnp.minimum(lam * qu.expect(s, w), 1.0))
@@ -351,9 +355,30 @@ def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpa
                        reason=_closest_reason(p, lat0_p))
 
 
+def _shared_primitives(p: Point, space: SearchSpace):
+    """(colocated, decode pool, free-link prefill pool) Primitives from one computation over their TP degrees
+    (each degree once where the degrees are concrete), where the three read the same GPU. For the measured-kernel
+    engines, whose primitives are programs of kernel lookups: one such program instead of three to compile and
+    run. (None, None, None) otherwise."""
+    if not lat.uses_kernels(p.eff) or p.hw_decode is not None:
+        return None, None, None
+    groups = (space.tp, space.tp_decode, space.tp_prefill)
+    if all(isinstance(t, (int, float, np.integer, np.floating)) for g in groups for t in g):
+        entries = sorted({float(t) for g in groups for t in g})
+        index = [[entries.index(float(t)) for t in g] for g in groups]
+    else:  # pinned degrees as data (api.evaluate): every entry, in order
+        entries = [t for g in groups for t in g]
+        starts = np.cumsum([0] + [len(g) for g in groups])
+        index = [list(range(a, a + len(g))) for a, g in zip(starts, groups)]
+    every = _primitives(p, jnp.asarray(jnp.stack([jnp.asarray(t, p.sc.q.dtype) for t in entries])))
+    pick = lambda i, **drop: jax.tree.map(lambda a: a[np.asarray(i)], every._replace(**drop))  # noqa: E731
+    return pick(index[0]), pick(index[1], prefill=None), pick(index[2], branches=None)
+
+
 def search_link_blind(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> LinkBlind:
     """Both colocated searches, the decode pool and the infinite-bandwidth prefill pool: every part of a point
     that reads neither the KV link nor the price. Points that differ only in LINK_ONLY_INPUTS share it."""
-    return LinkBlind(colocated=search_colocated(p, demand, space), chunked=search_chunked(p, demand, space),
-                     prefill_free_link=search_prefill_free_link(p, demand, space),
-                     decode=search_decode_pool(p, demand, space))
+    coloc, decode, free = _shared_primitives(p, space)
+    return LinkBlind(colocated=search_colocated(p, demand, space, coloc), chunked=search_chunked(p, demand, space),
+                     prefill_free_link=search_prefill_free_link(p, demand, space, free),
+                     decode=search_decode_pool(p, demand, space, decode))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import iteration_table as it
+from .. import kernels as kn
 from .. import latency as lat
 from .. import queueing as qu
 from ...tracing import scan
@@ -49,7 +50,7 @@ class MixedTable(NamedTuple):
     attention: jax.Array  # (..., BATCH_KNOTS) s, every layer's attention of the mean chunk at batch 1 + knots
     warm: tuple           # decode_affine branches (the Newton iteration's warm start)
     upper: jax.Array      # rate_upper(p, tp, chunk): the rate solver's bracket
-    last_chunk: it.LengthTerms  # (..., 1 + N_NODES) of the last chunk's attention at ttft_lengths
+    last_chunk: kn.PreparedContext  # (..., 1 + N_NODES) the last chunk's attention at ttft_lengths
 
 
 def tabulate(p: c.Point, tp, chunk, iters: it.IterationTable | None = None):
@@ -99,8 +100,13 @@ def _plain(p: c.Point, tp, b, ctx, table=None):
     return it.decode_seconds(table.iters, 1.0 + b)
 
 
+def _plain_alone(p: c.Point, tp, ctx, table=None):
+    """Seconds of a decode iteration of one sequence (the table's first knot: count 1)."""
+    return _plain(p, tp, 0.0, ctx) if table is None else table.iters.decode[..., 0]
+
+
 def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None, length=None):
-    """Seconds of a mixed iteration (`length`: the chunk attention's iteration_table.LengthTerms, where known)."""
+    """Seconds of a mixed iteration (`length`: the chunk attention's iteration_table.length_terms, where known)."""
     if table is None:
         return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8)
     return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix, length=length)
@@ -170,7 +176,7 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable
     spread_ok = var > jnp.finfo(var.dtype).tiny
     skew = jnp.where(spread_ok, (delta / (n * k)) ** 3 * window * new3 / jnp.where(spread_ok, var, 1.0) ** 1.5, 0.0)
     cap = t_mix + slope * jnp.where(sc.mean_mode, 0.0, c.normal_z(sc) * qu.safe_sqrt(2.0 / 3.0 * b * share))
-    floor = _plain(p, tp, 0.0, ctx, table)
+    floor = _plain_alone(p, tp, ctx, table)
     tpot = jnp.minimum(qu.cornish_fisher(mean, var, skew, c.normal_z(sc), sc.mean_mode, floor), jnp.maximum(cap, mean))
 
     # TTFT: FCFS queue of prompt work, each prompt needing I/k mixed iterations of work; its own prompt is done when
