@@ -172,3 +172,34 @@ def test_last_chunk_with_its_prepared_residual_is_the_composition_from_the_cut()
         want = chunked._mixed(p, 2.0, b, ctx, rest, prefix, table)
         assert np.all(np.asarray(rest) > 0)
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12)
+
+
+def test_link_blind_searches_share_one_primitives_computation(monkeypatch):
+    """search_link_blind hands the colocated search, the decode pool and the free-link prefill pool their
+    configurations' Primitives from one computation over the union of their TP degrees (search._shared_primitives):
+    the answers equal those of each search computing its own (forced by _shared_primitives returning None), with
+    the degrees concrete (deduplicated and reordered here) and traced (every entry, in order)."""
+    from frontier_jax.costmodel import search
+    from frontier_jax.costmodel.types import Demand, SearchSpace
+
+    space = SearchSpace(tp=(2, 4), chunk=(2048,), tp_prefill=(8, 4), tp_decode=(8, 1))
+    p = _point("h100-80gb-sxm", "llama-3.1-70b", "fp8", 3000.0, 400.0)
+    d = Demand(jnp.asarray(jnp.nan), jnp.asarray(jnp.inf), jnp.asarray(0.0), jnp.asarray(0.0))
+
+    def concrete():
+        return jax.tree.leaves(jax.jit(lambda p: search.search_link_blind(p, d, space))(p))
+
+    def traced():
+        def run(p, tp, tpp, tpd):
+            return search.search_link_blind(p, d, SearchSpace(tp=tuple(tp), chunk=space.chunk, tp_prefill=tuple(tpp),
+                                                              tp_decode=tuple(tpd)))
+        return jax.tree.leaves(jax.jit(run)(p, *(jnp.asarray(t, float) for t in
+                                                 (space.tp, space.tp_prefill, space.tp_decode))))
+
+    shared_concrete, shared_traced = concrete(), traced()
+    monkeypatch.setattr(search, "_shared_primitives", lambda *a: (None, None, None))
+    separate = concrete()
+    assert np.isfinite(separate[0])
+    for a, b, c in zip(shared_concrete, shared_traced, separate):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-12, atol=0.0)
+        np.testing.assert_allclose(np.asarray(b), np.asarray(c), rtol=1e-12, atol=0.0)
