@@ -203,3 +203,37 @@ def test_link_blind_searches_share_one_primitives_computation(monkeypatch):
     for a, b, c in zip(shared_concrete, shared_traced, separate):
         np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-12, atol=0.0)
         np.testing.assert_allclose(np.asarray(b), np.asarray(c), rtol=1e-12, atol=0.0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_merged_iteration_evaluations_equal_each_composed_alone(precision):
+    """The kernel engine evaluates several iteration times at one call site (each site is a program of kernel
+    lookups to compile): a configuration's Primitives (the prompts' prefills and the decode knots together) and the
+    chunked rate bracket (the mixed iteration at batch 0 with the decode of one sequence). Each equals the quantity
+    composed on its own by latency.mixed_seconds / decode_seconds, one call per number."""
+    p = _point("h200-141gb-sxm", "llama-3.1-70b", precision, 5000.0, 300.0)
+    p = p._replace(sc=p.sc._replace(cache_hit=jnp.asarray(0.25)))
+    hw, md, eff, sc = p.hw, p.model, p.eff, p.sc
+    h, ctx = float(sc.cache_hit), c.mean_context(sc)
+    for tp in (1.0, 4.0):
+        prims = c.primitives(p, tp)
+        nodes, _ = c.qu.length_nodes(sc.input_len, sc.input_cv)
+        i_q = c.qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc))
+        alone = [float(lat.mixed_seconds(hw, md, eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, sc.fp8))
+                 for n in list(np.asarray(nodes)) + [float(i_q)]]
+        s, _, s_q = prims.prefill
+        np.testing.assert_allclose(np.append(np.asarray(s), float(s_q)), alone, rtol=1e-13)
+        knots = [float(lat.decode_seconds(hw, md, eff, b, ctx, tp, sc.fp8)) for b in c.DECODE_KNOTS]
+        branches = c.decode_affine(p, tp, ctx, lambda _: jnp.asarray(knots))
+        for (a0, s0), (a1, s1) in zip(prims.branches, branches):
+            # secant slopes: differences of ~10 ms knot times, so rounding enters at ~1e-13 of the time
+            np.testing.assert_allclose([float(a0), float(s0)], [float(a1), float(s1)], rtol=1e-9)
+        for chunk in (512.0, 8192.0):
+            k = min(chunk, (1.0 - h) * float(sc.input_len))
+            prefix = h * float(sc.input_len) + 0.5 * ((1.0 - h) * float(sc.input_len) - k)
+            t_mix = float(lat.mixed_seconds(hw, md, eff, 0.0, ctx, k, prefix, tp, sc.fp8))
+            t_one = float(lat.decode_seconds(hw, md, eff, 1.0, ctx, tp, sc.fp8))
+            new = (1.0 - h) * float(sc.input_len)
+            mem = 2.0 * (float(c.kv_batch_limit(p, tp, ctx)) + 1.0) / (float(c.decode_steps(sc)) * t_one)
+            expected = min(1.5 * k / (new * t_mix), mem)
+            np.testing.assert_allclose(float(chunked.rate_upper(p, tp, chunk)), expected, rtol=1e-13)

@@ -21,7 +21,7 @@ from . import latency as lat
 from . import operating_point as op
 from . import queueing as qu
 from .arch import chunked, colocated, disaggregated
-from .arch.common import Pool, mean_context, prefill_nodes as prefill_service, primitives as prims_of
+from .arch.common import Pool, mean_context, prefill_of, primitives as prims_of
 from .arch.disaggregated import Link
 from .iteration_table import iteration_table
 from .queueing import Dispatch
@@ -317,7 +317,7 @@ def search_prefill_free_link(p: Point, demand: Demand, space: SearchSpace, prims
     c_inf, _, lamop, _ = _pool(p, demand, sz, fn, upper, (tpp_inf, zero, prims), tpp_inf, demand.n_prefill,
                                continuous=True)
     i, best, (g, lam) = _pick(c_inf, tpp_inf, lamop)
-    s, w, _ = prefill_service(p, g)
+    s, w, _ = prefill_of(p, g, None if prims is None else jax.tree.map(lambda x: x[i], prims))
     return FreeLinkPrefill(gpus_per_rate=best, busy=jnp.minimum(lam * qu.expect(s, w), 1.0))
 
 
@@ -351,7 +351,7 @@ def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpa
     return PrefillPool(gpus_per_rate=best_p, gpus_per_rate_exposed=jnp.where(jnp.isnan(c_nl[0]), jnp.inf, c_nl[0]),
                        tp=g_p, overlap=o_p, instances=np_i, rate=lam_pi, ttft=lat_p.ttft[i_p],
                        link_utilization=lamop_pi * disaggregated.mean_transfer(p, g_p),
-                       link_wait=disaggregated.link_wait(p, g_p, lamop_pi),
+                       link_wait=disaggregated.link_wait(p, g_p, lamop_pi, jax.tree.map(lambda x: x[i_p], prims)),
                        reason=_closest_reason(p, lat0_p))
 
 

@@ -208,8 +208,18 @@ def rate_upper(p: c.Point, tp, chunk, table: MixedTable | None = None):
     sc = p.sc
     ctx = c.mean_context(sc)
     new = (1.0 - sc.cache_hit) * sc.input_len
-    k, t_mix, t_plain = _direct_step(p, tp, chunk, 0.0, ctx)
+    if lat.uses_kernels(p.eff):
+        # the mixed iteration at batch 0 and the decode of one sequence as one evaluation (a decode iteration is a
+        # mixed one without prompt tokens; with measured kernels each call site is ~2,000 lookup operations to
+        # compile, and a decode at batch 0 costs as one sequence)
+        k, prefix = _chunk_tokens(p, chunk, 0.0)
+        pair = lambda a, b: jnp.stack(jnp.broadcast_arrays(a, b), axis=-1)  # noqa: E731
+        t = lat.mixed_seconds(p.hw, p.model, p.eff, pair(0.0, 1.0), _last(ctx), pair(k, 0.0), pair(prefix, 0.0),
+                              _last(tp), _last(sc.fp8))
+        t_mix, t_one = t[..., 0], t[..., 1]
+    else:
+        k, t_mix, _ = _direct_step(p, tp, chunk, 0.0, ctx)
+        t_one = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
     prefill_limit = 1.5 * k / (new * t_mix)
-    mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(sc) * lat.decode_seconds(
-        p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8))
+    mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(sc) * t_one)
     return jnp.minimum(prefill_limit, mem)

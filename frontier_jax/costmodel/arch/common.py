@@ -182,18 +182,38 @@ def kv_batch_limit(p: Point, tp, context):
     return lat.kv_capacity_tokens(p.hw, p.model, tp, p.sc.fp8) / context
 
 
+def _prompt_lengths(p: Point):
+    """(lengths, weights): the input-length quadrature nodes and, last (weight none), the q-quantile prompt."""
+    nodes, w = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
+    i_q = qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, normal_z(p.sc))
+    return jnp.concatenate([nodes, jnp.broadcast_to(i_q, nodes.shape[:-1])[..., None]], axis=-1), w
+
+
+def _iteration_seconds(p: Point, tp, lengths, context=0.0, batches=()):
+    """Seconds of the prefill iterations of one prompt of each of `lengths` (its prefix-cache hits attended to, not
+    computed) and then of the decode iterations of each of `batches` sequences at KV length `context`, on a
+    trailing axis: one evaluation, because with measured kernels each call site of an iteration time is a program
+    of ~2,000 lookup operations to compile. A decode iteration is a mixed one without prompt tokens."""
+    last = lambda x: jnp.asarray(x)[..., None]  # noqa: E731
+    h = last(p.sc.cache_hit)
+    b = jnp.broadcast_to(jnp.asarray(batches, lengths.dtype), lengths.shape[:-1] + (len(batches),))
+    zl, zb = jnp.zeros_like(lengths), jnp.zeros_like(b)
+
+    def cat(prompts, decodes):
+        lead = jnp.broadcast_shapes(prompts.shape[:-1], decodes.shape[:-1])
+        return jnp.concatenate([jnp.broadcast_to(a, lead + a.shape[-1:]) for a in (prompts, decodes)], axis=-1)
+
+    hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
+    return lat.mixed_seconds(hw, md, eff, cat(zl, b), cat(zl, zb + last(context)), cat((1.0 - h) * lengths, zb),
+                             cat(h * lengths, zb), last(tp), last(p.sc.fp8))
+
+
 def prefill_nodes(p: Point, tp):
     """Prefill service times at the input-length quadrature nodes (prefix-cache hits skip their compute but the
     new tokens still attend to them), and the q-quantile of the own prefill."""
-    nodes, w = qu.length_nodes(p.sc.input_len, p.sc.input_cv)
-    h = p.sc.cache_hit
-
-    def service(n):
-        return lat.mixed_seconds(p.hw, p.model, p.eff, 0.0, 0.0, (1.0 - h) * n, h * n, tp, p.sc.fp8)
-
-    s = service(nodes)
-    s_q = service(qu.lognormal_quantile(p.sc.input_len, p.sc.input_cv, normal_z(p.sc)))
-    return s, w, s_q
+    lengths, w = _prompt_lengths(p)
+    s = _iteration_seconds(p, tp, lengths)
+    return s[..., :-1], w, s[..., -1]
 
 
 class Primitives(NamedTuple):
@@ -205,7 +225,14 @@ class Primitives(NamedTuple):
 
 
 def primitives(p: Point, tp, prefill: bool = True, decode: bool = True) -> Primitives:
-    """The Primitives of one configuration (TP degree tp) at point p."""
+    """The Primitives of one configuration (TP degree tp) at point p (with measured kernels, the prompts' and the
+    decode knots' iterations in one evaluation)."""
+    if prefill and decode and lat.uses_kernels(p.eff):
+        lengths, w = _prompt_lengths(p)
+        ctx = mean_context(p.sc)
+        t = _iteration_seconds(p, tp, lengths, ctx, DECODE_KNOTS)
+        n = lengths.shape[-1]
+        return Primitives((t[..., :n - 1], w, t[..., n - 1]), decode_affine(p, tp, ctx, lambda _: t[..., n:]))
     return Primitives(prefill_nodes(p, tp) if prefill else None,
                       decode_affine(p, tp, mean_context(p.sc)) if decode else None)
 
