@@ -5,8 +5,8 @@
 16,384 random (prompt length, TP, chunk, batch) elements of Llama-3.1-70B BF16 on H100, a 50-step loop (the
 rate solver's kind: tracing.scan) whose body takes the forward-mode derivative of a batch-dependent quantity, as the
 chunked model's Newton iteration does. Rows: the mixed and plain iteration times of `chunked._mixed_step` (roofline:
-composed directly; kernels: from the configuration's MixedTable), then each lookup alone. Best of 5 warm calls,
-nanoseconds per element and step.
+composed directly; kernels: from the configuration's MixedTable), then each lookup alone, a pair, and all three
+together. Best of 5 warm calls, nanoseconds per element and step.
 """
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ def _loop(g):
     return jax.jit(jax.vmap(f))
 
 
+def _three(chunk, t, b):
+    """The three lookups of a mixed and a plain iteration as chunked._mixed_step makes them, on a 3000-token prompt."""
+    k = jnp.minimum(jnp.clip(chunk - 1.0 - b, 1.0, None), 3000.0)
+    return sum(it.mixed_and_decode_seconds(t.iters, 1.0 + b, k, it.lookup(t.step, t.attention, b)))
+
+
 def main() -> None:
     jax.config.update("jax_enable_x64", True)
     rng = np.random.default_rng(0)
@@ -80,7 +86,10 @@ def main() -> None:
             ("  chunk attention lookup", _loop(lambda t, b: it.lookup(t.step, t.attention, b)), (tabs, b0)),
             ("  decode + riding at the batch", _loop(lambda t, b: sum(it._at(1.0 + b, t.iters.decode,
                                                                              t.iters.riding))), (tabs, b0)),
-            ("  linear at batch + 300 tokens", _loop(lambda t, b: it._at(301.0 + b, t.iters.linear)[0]), (tabs, b0))]
+            ("  linear at batch + 300 tokens", _loop(lambda t, b: it._at(301.0 + b, t.iters.linear)[0]), (tabs, b0)),
+            ("  attention + decode and riding", _loop(lambda t, b: it.lookup(t.step, t.attention, b) + sum(
+                it._at(1.0 + b, t.iters.decode, t.iters.riding))), (tabs, b0)),
+            ("  all three lookups (no point, no Scenario)", _loop(_three), (ch, tabs, b0))]
     for name, fn, args in rows:
         print(f"{name:45s} {_ns(fn, *args):7.1f} ns per element and step", flush=True)
 
