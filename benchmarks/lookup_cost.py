@@ -6,15 +6,15 @@
 rate solver's kind: tracing.scan) whose body takes the forward-mode derivative of a batch-dependent quantity, as the
 chunked model's Newton iteration does. Rows: the mixed and plain iteration times of `chunked._mixed_step` (roofline:
 composed directly; kernels: from the configuration's MixedTable), then each lookup alone, a pair, and all three
-together. Best of 5 warm calls, nanoseconds per element and step.
+together. Best of 7 warm calls, nanoseconds per element and step.
 """
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -25,6 +25,7 @@ from frontier_jax.costmodel import iteration_table as it  # noqa: E402
 from frontier_jax.costmodel.arch import chunked, common as c  # noqa: E402
 from frontier_jax.costmodel.types import Point, Scenario  # noqa: E402
 from frontier_jax.tracing import inline_jnp, scan  # noqa: E402
+from chunked_solver import _best  # noqa: E402
 
 N, STEPS = 16384, 50
 
@@ -36,13 +37,8 @@ def _point(engine):
 
 
 def _ns(fn, *args) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times) / N / STEPS * 1e9
+    """Best of 7 warm calls (chunked_solver._best), nanoseconds per element and step."""
+    return _best(fn, *args, n_points=N * STEPS) * 1e3
 
 
 def _loop(g):
