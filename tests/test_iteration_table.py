@@ -237,3 +237,18 @@ def test_merged_iteration_evaluations_equal_each_composed_alone(precision):
             mem = 2.0 * (float(c.kv_batch_limit(p, tp, ctx)) + 1.0) / (float(c.decode_steps(sc)) * t_one)
             expected = min(1.5 * k / (new * t_mix), mem)
             np.testing.assert_allclose(float(chunked.rate_upper(p, tp, chunk)), expected, rtol=1e-13)
+
+
+def test_roofline_chunked_bracket_equals_its_iterations_composed_alone():
+    """The chunked rate bracket's one evaluation (mixed at batch 0, decode of one sequence) is the roofline's two."""
+    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", "current", "bf16")
+    sc = Scenario.build(input_len=5000.0, output_len=300.0, ttft=2.0, tpot=0.05, q=0.99, mean_mode=0.0, fp8=fp8)
+    p = Point(hw, md, eff, sc)
+    ctx, new = c.mean_context(sc), float(sc.input_len)
+    for tp, chunk in ((1.0, 512.0), (8.0, 8192.0)):
+        k = min(chunk, new)
+        t_mix = float(lat.mixed_seconds(hw, md, eff, 0.0, ctx, k, 0.5 * (new - k), tp, sc.fp8))
+        t_one = float(lat.decode_seconds(hw, md, eff, 1.0, ctx, tp, sc.fp8))
+        mem = 2.0 * (float(c.kv_batch_limit(p, tp, ctx)) + 1.0) / (float(c.decode_steps(sc)) * t_one)
+        np.testing.assert_allclose(float(chunked.rate_upper(p, tp, chunk)), min(1.5 * k / (new * t_mix), mem),
+                                   rtol=1e-13)
