@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import latency as lat
 from .. import queueing as qu
@@ -99,19 +100,19 @@ def decode_affine(p: Point, tp, context, step_time=None):
         knots = jnp.asarray(DECODE_KNOTS, jnp.result_type(float))
         t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8)) if step_time is None
                  else step_time(knots))
-        ts = [t_all[..., j] for j in range(len(DECODE_KNOTS))]
+        b = np.asarray(DECODE_KNOTS)
         # The envelope's last edge, into the last knot: no supporting line needs a steeper slope. A steeper secant
         # (a bump at small batches) would only matter beyond the last knot, where its line would overtake the
         # envelope and set a false stability edge for the batch fixed point (lam n slope = 1).
-        final = functools.reduce(jnp.maximum, [(ts[-1] - t) / (DECODE_KNOTS[-1] - b)
-                                               for b, t in zip(DECODE_KNOTS[:-1], ts[:-1])])
-        out = []
-        for (b0, t0), (b1, t1) in zip(zip(DECODE_KNOTS, ts), zip(DECODE_KNOTS[1:], ts[1:])):
-            s = jnp.clip((t1 - t0) / (b1 - b0), 0.0, jnp.maximum(final, 0.0))
-            # lowered until it passes below every knot: a supporting line of the knots' lower convex envelope
-            a = functools.reduce(jnp.minimum, [t - s * b for b, t in zip(DECODE_KNOTS, ts)])
-            out.append((a, s))
-        return tuple(out)
+        final = functools.reduce(jnp.maximum, [(t_all[..., -1] - t_all[..., j]) / (b[-1] - b[j])
+                                               for j in range(b.size - 1)])
+        s = jnp.clip(jnp.diff(t_all, axis=-1) / np.diff(b), 0.0, jnp.maximum(final, 0.0)[..., None])
+        # each secant lowered until it passes below every knot: a supporting line of the knots' lower convex
+        # envelope (secants on one axis, knots on the next). The lowest knot is picked, then read: a min reduction's
+        # derivative divides by the number of entries equal to its result, which XLA may round differently (0/0)
+        gap = t_all[..., None, :] - s[..., None] * b
+        a = jnp.take_along_axis(gap, jnp.argmin(gap, axis=-1)[..., None], axis=-1)[..., 0]
+        return tuple((a[..., i], s[..., i]) for i in range(len(DECODE_KNOTS) - 1))
     t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8)
     f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8)
     eta_f = p.eff.eta_flops * tp ** (-p.eff.eta_flops_decay)
