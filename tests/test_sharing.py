@@ -161,3 +161,24 @@ def test_compile_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert compile_cache_dir() == str(tmp_path / "frontier-jax" / "xla")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))  # JAX's own setting wins
     assert compile_cache_dir() is None
+
+
+def test_kernel_engines_share_the_prefill_primitives(tmp_path):
+    """With measured kernels the linked prefill search's primitives (its prompts' prefill times, many kernel
+    lookups) are a shared part of their own, which ignores the link as well as the decode side; the sweep's values
+    are a full evaluation's (to rounding: the two are different programs)."""
+    spec = _spec({"kv_bandwidth": [1e9, 1e10, 1e11]}, fixed={"engine": "current-kernels"})
+    kernel = make_kernel(spec, SMALL)
+    sizes = {p.name: p.size for p in plan(kernel, layout(spec), 12)}
+    assert set(sizes) == {"link_blind", "prefill", "prefill_primitives"}
+    assert sizes["prefill_primitives"] < sizes["prefill"]  # 3 of 9 here (distinct_bound: at most)
+    assert "prefill_primitives" not in make_kernel(_spec({"kv_bandwidth": [1e9]}), SMALL).shared_parts  # roofline
+    out = {}
+    for share in (True, False):
+        run_sweep(spec, make_kernel(spec, SMALL), outputs_meta(), tmp_path / f"{share}.nc", extra_coords=EXTRA_COORDS,
+                  chunk=12, progress=False, devices=jax.devices()[:1], share=share)
+        with xr.open_dataset(tmp_path / f"{share}.nc") as ds:
+            out[share] = {v: ds[v].values for v in ds.data_vars}
+    assert out[True]["feasible"].any()
+    for v, x in out[True].items():
+        np.testing.assert_allclose(x, out[False][v], rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=v)

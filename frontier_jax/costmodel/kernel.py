@@ -22,7 +22,8 @@ from . import catalog
 from .cost import evaluate_point
 from .inputs import DISPATCH_CHOICES, MAX_TPOT_S, MAX_TTFT_S, assemble
 from .policy import enforce
-from .search import DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, search_link_blind, search_prefill_pool
+from .search import (DECODE_ONLY_INPUTS, LINK_ONLY_INPUTS, PREFILL_PRIMITIVES_IGNORE, prefill_primitives,
+                     search_link_blind, search_prefill_pool)
 from .types import KernelEngine, SearchSpace
 
 INPUTS: Mapping[str, InputSpec] = {
@@ -161,15 +162,22 @@ class SweepKernel:
     """The cost model as a sweep kernel. Called on a dict of (n,) input arrays it evaluates every point in full.
     `shared` is the same result with the parts named in `shared_parts` evaluated once per representative point
     and gathered (runner/sharing.py): the link-blind searches, which ignore the KV bandwidth and the price, and the
-    linked prefill search, which ignores the decode side."""
+    linked prefill search, which ignores the decode side; with measured kernels also that search's primitives (its
+    prompts' prefill times), which ignore the link as well."""
 
     PARTS = {"link_blind": (search_link_blind, LINK_ONLY_INPUTS), "prefill": (search_prefill_pool, DECODE_ONLY_INPUTS)}
-    shared_parts = {name: ignores for name, (_, ignores) in PARTS.items()}  # what runner/sharing.py reads
+    KERNEL_PARTS = {"prefill_primitives": (prefill_primitives, PREFILL_PRIMITIVES_IGNORE)}
 
     def __init__(self, spec: SweepSpec, space: SearchSpace):
         check_spec(spec)
         self.spec, self.space = spec, space
-        self.tables = stacked_tables(spec.choices, _spec_values(spec, "engine") or ["current"])
+        engines = _spec_values(spec, "engine") or ["current"]
+        self.tables = stacked_tables(spec.choices, engines)
+        parts = dict(self.PARTS)
+        if catalog.engine_form(str(engines[0])) is KernelEngine:
+            parts.update(self.KERNEL_PARTS)
+        self.parts = parts
+        self.shared_parts = {name: ignores for name, (_, ignores) in parts.items()}  # what runner/sharing.py reads
 
     @staticmethod
     def _outputs(out) -> dict:
@@ -188,10 +196,25 @@ class SweepKernel:
         """`heads[name]`: the representative points of shared part `name` (a subset of self.shared_parts);
         `which[name]`: each point's position among them. A point and its representative must differ only in inputs
         the part ignores. Parts not named are evaluated per point."""
-        parts = {}
+        parts, prims = {}, None
+        if "prefill" in heads and "prefill_primitives" in heads:
+            hpoint, _, _ = point_inputs(heads["prefill_primitives"], self.tables)
+            prims = jax.vmap(lambda p: prefill_primitives(p, self.space))(hpoint)
+            # each prefill head's position among the primitives' heads (heads nobody maps to, the padding, repeat
+            # the first head's point: they take its primitives)
+            n = jax.tree.leaves(heads["prefill"])[0].shape[0]
+            at = jnp.zeros((n,), which["prefill"].dtype).at[which["prefill"]].set(which["prefill_primitives"])
+            used = jnp.zeros((n,), bool).at[which["prefill"]].set(True)
+            prims = jax.tree.map(lambda x: jnp.take(x, jnp.where(used, at, at[0]), axis=0), prims)
         for name, hpts in heads.items():
+            if name == "prefill_primitives":
+                continue
             hpoint, hdemand, _ = point_inputs(hpts, self.tables)
-            part = jax.vmap(lambda p, d, f=self.PARTS[name][0]: f(p, d, self.space))(hpoint, hdemand)
+            f = self.parts[name][0]
+            if name == "prefill" and prims is not None:
+                part = jax.vmap(lambda p, d, q: search_prefill_pool(p, d, self.space, q))(hpoint, hdemand, prims)
+            else:
+                part = jax.vmap(lambda p, d, f=f: f(p, d, self.space))(hpoint, hdemand)
             parts[name] = jax.tree.map(lambda x, w=which[name]: jnp.take(x, w, axis=0), part)
         point, demand, price = point_inputs(pts, self.tables)
         out = jax.vmap(lambda p, d, c, u, q: evaluate_point(p, d, c, self.space, u, q))(

@@ -329,16 +329,34 @@ def searched_overlaps(space) -> tuple:
     return (1.0,) if concrete and any(o > 0.5 for o in space.overlap) else tuple(space.overlap)
 
 
-def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpace()) -> PrefillPool:
-    """The prefill pool with the link: its configuration search, the indirect tax's solve at the chosen
-    configuration, the TTFT at the operating point and why it fails when it does. Reads no decode-side input."""
+def _prefill_configs(p: Point, space: SearchSpace):
+    """(TP degrees, overlaps) of the linked prefill pool's configurations."""
     dt = p.sc.q.dtype
     tpp, ov = jnp.meshgrid(jnp.asarray(space.tp_prefill, dt), jnp.asarray(searched_overlaps(space), dt),
                            indexing="ij")
-    tpp, ov = tpp.ravel(), ov.ravel()
+    return tpp.ravel(), ov.ravel()
+
+
+# Inputs the linked prefill pool's Primitives never read (its prompts' prefill times): points that differ only in
+# them share those (runner/sharing.py), for the measured-kernel engines, whose primitives are many lookups.
+PREFILL_PRIMITIVES_IGNORE = DECODE_ONLY_INPUTS | LINK_ONLY_INPUTS
+
+
+def prefill_primitives(p: Point, space: SearchSpace = SearchSpace()):
+    """The linked prefill pool's per-configuration Primitives (prefill times only; None for the roofline), as
+    search_prefill_pool computes them."""
+    return _primitives(p, _prefill_configs(p, space)[0], decode=False)
+
+
+def search_prefill_pool(p: Point, demand: Demand, space: SearchSpace = SearchSpace(), prims=None) -> PrefillPool:
+    """The prefill pool with the link: its configuration search, the indirect tax's solve at the chosen
+    configuration, the TTFT at the operating point and why it fails when it does. Reads no decode-side input.
+    `prims`: prefill_primitives(p, space) where already computed (at a point differing only in
+    PREFILL_PRIMITIVES_IGNORE)."""
+    tpp, ov = _prefill_configs(p, space)
     sz = _sizing(demand, demand.n_prefill, Dispatch.CENTRAL)
     fn, upper = _PREFILL[Link.FULL]
-    prims = _primitives(p, tpp, decode=False)
+    prims = prefill_primitives(p, space) if prims is None else prims
     lam_p = jax.vmap(lambda a: op.max_rate(fn, upper, (p, sz) + a, True))((tpp, ov, prims))
     c_p, n_p, lamop_p, lat_p, lat0_p = _deploy(p, demand, sz, _prefill_full_latency, upper, (tpp, ov, prims), tpp,
                                                demand.n_prefill, lam_p)
