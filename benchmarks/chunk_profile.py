@@ -1,7 +1,7 @@
 """Where one chunk of a sweep spends its time, by part of the model: XLA's own timings of the compiled program.
 
     python benchmarks/chunk_profile.py [--engine current-kernels] [--spec sweeps/bench_1e6.toml] [--devices 2]
-        # ~2 min on a 2-core CPU
+                                      [--opt-level 0]   # ~2 min on a 2-core CPU
 
 Compiles the sweep's chunk program (1,024 points per device, the CPU compiler options `run_sweep` uses) with the
 model's parts under named scopes (the searches, the iteration tables, the primitives, the chunked latency inside
@@ -65,6 +65,8 @@ def main(argv=None) -> None:
     ap.add_argument("--engine", default="current-kernels")
     ap.add_argument("--spec", default=str(ROOT / "sweeps" / "bench_1e6.toml"))
     ap.add_argument("--devices", type=int, default=2)
+    ap.add_argument("--opt-level", type=int, default=None,
+                    help="xla_backend_optimization_level (default: run_sweep's CPU options)")
     a = ap.parse_args(argv)
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={a.devices}"
     import jax
@@ -89,7 +91,8 @@ def main(argv=None) -> None:
     specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in host.items()}
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(jax.ShapeDtypeStruct((), index_dtype()), specs).compile(
-        compiler_options=engine.compiler_options("cpu"))
+        compiler_options=engine.compiler_options("cpu") if a.opt_level is None
+        else {"xla_backend_optimization_level": a.opt_level})
     compile_s = time.perf_counter() - t0
     arrays = {k: jnp.asarray(v) for k, v in host.items()}
     starts = [jnp.asarray(int(x), index_dtype()) for x in np.linspace(0, lay.size - a.devices * per, 9)]

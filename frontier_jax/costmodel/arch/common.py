@@ -97,10 +97,10 @@ def decode_affine(p: Point, tp, context, step_time=None):
     if lat.uses_kernels(p.eff):
         last = lambda x: jnp.asarray(x)[..., None]  # noqa: E731  (knots on a new last axis: one evaluation)
         hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
-        knots = jnp.asarray(DECODE_KNOTS, jnp.result_type(float))
+        b = np.asarray(DECODE_KNOTS)
+        knots = jnp.asarray(b, jnp.result_type(float))
         t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8)) if step_time is None
                  else step_time(knots))
-        b = np.asarray(DECODE_KNOTS)
         # The envelope's last edge, into the last knot: no supporting line needs a steeper slope. A steeper secant
         # (a bump at small batches) would only matter beyond the last knot, where its line would overtake the
         # envelope and set a false stability edge for the batch fixed point (lam n slope = 1).
