@@ -66,25 +66,52 @@ def token_gemms(model: Model, tp, fp8):
             stack(fp8, fp8, fp8, fp8, 0.0 * fp8))
 
 
-def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, prefill_tokens, prefix, decode_seqs,
-                  context, sampled, tp, fp8=0.0) -> OpTimes:
-    """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
-    `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens."""
-    hq, hkv = heads_per_gpu(model, tp)
-    d = model.head_dim
-    t = prefill_seqs * prefill_tokens + decode_seqs
+def _token_ops(hw: Hardware, model: Model, fit: kn.KernelSet, tokens, sampled, tp, fp8):
+    """(QKV, out proj, gate+up, down, LM head, both all-reduces) seconds of an iteration of `tokens` tokens of which
+    `sampled` reach the LM head: the operations that see only the token count."""
     # the four token GEMMs and the LM head as one batched evaluation (last axis), the LM head in bf16 (vLLM does not
     # quantise it) over the sampled tokens only
     lm_on = sampled > 0
     stack = lambda *xs: jnp.stack(jnp.broadcast_arrays(*xs), axis=-1)  # noqa: E731
-    m = stack(t, t, t, t, jnp.where(lm_on, sampled, 1.0))
+    m = stack(tokens, tokens, tokens, tokens, jnp.where(lm_on, sampled, 1.0))
     g = kn.gemm_seconds(fit, hw, m, *token_gemms(model, tp, fp8))
-    ctx = _when(prefill_seqs * prefill_tokens > 0,
-                lambda b, q: kn.context_seconds(fit, hw, b, q, prefix, hq, hkv, d, fp8), prefill_seqs, prefill_tokens)
-    gen = _when(decode_seqs > 0, lambda b, cx: kn.generation_seconds(fit, hw, b, cx, hq, hkv, d, fp8), decode_seqs,
-                context)
-    ar = 2.0 * kn.allreduce_seconds(fit, hw, t * model.hidden, tp)
-    return OpTimes(g[..., 0], ctx + gen, g[..., 1], g[..., 2], g[..., 3], ar, jnp.where(lm_on, g[..., 4], 0.0))
+    ar = 2.0 * kn.allreduce_seconds(fit, hw, tokens * model.hidden, tp)
+    return g[..., 0], g[..., 1], g[..., 2], g[..., 3], jnp.where(lm_on, g[..., 4], 0.0), ar
+
+
+def _generation(hw, model, fit, decode_seqs, context, tp, fp8):
+    hq, hkv = heads_per_gpu(model, tp)
+    return _when(decode_seqs > 0, lambda b, cx: kn.generation_seconds(fit, hw, b, cx, hq, hkv, model.head_dim, fp8),
+                 decode_seqs, context)
+
+
+def _context(hw, model, fit, seqs, tokens, prefix, tp, fp8):
+    hq, hkv = heads_per_gpu(model, tp)
+    return _when(seqs * tokens > 0, lambda b, q: kn.context_seconds(fit, hw, b, q, prefix, hq, hkv, model.head_dim,
+                                                                    fp8), seqs, tokens)
+
+
+def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, prefill_tokens, prefix, decode_seqs,
+                  context, sampled, tp, fp8=0.0) -> OpTimes:
+    """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
+    `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens."""
+    t = prefill_seqs * prefill_tokens + decode_seqs
+    qkv, out, gate_up, down, lm, ar = _token_ops(hw, model, fit, t, sampled, tp, fp8)
+    ctx = _context(hw, model, fit, prefill_seqs, prefill_tokens, prefix, tp, fp8)
+    gen = _generation(hw, model, fit, decode_seqs, context, tp, fp8)
+    return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
+
+
+def pieces_iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, seqs, tokens, prefix, decode_seqs, context,
+                         sampled, tp, fp8=0.0) -> OpTimes:
+    """iteration_ops of an iteration whose prompt tokens come in pieces on the trailing axis: `seqs[..., j]` prompts
+    of `tokens[..., j]` new tokens after `prefix[..., j]` cached ones each (several prompts in one chunk: each
+    piece's attention is its own, the GEMMs see the iteration's total)."""
+    t = jnp.sum(seqs * tokens, axis=-1) + decode_seqs
+    qkv, out, gate_up, down, lm, ar = _token_ops(hw, model, fit, t, sampled, tp, fp8)
+    ctx = jnp.sum(_context(hw, model, fit, seqs, tokens, prefix, jnp.asarray(tp)[..., None], fp8), axis=-1)
+    gen = _generation(hw, model, fit, decode_seqs, context, tp, fp8)
+    return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
 
 
 def total_seconds(model: Model, ops: OpTimes, overhead=0.0):

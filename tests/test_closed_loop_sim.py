@@ -1,0 +1,116 @@
+"""The benchmark-harness simulator (sim.run_closed_loop) against hand calculations and the open-loop chunked
+simulator, and the prompt-piece iteration (operations.pieces_iteration_ops) against the single-prompt forms."""
+import numpy as np
+import pytest
+
+from frontier_jax.errors import FrontierError
+from frontier_jax.sim import run_closed_loop
+from frontier_jax.sim._chunked import run_chunked
+
+
+def unit(b, ctx, pieces, sampled):
+    return 1.0
+
+
+def test_one_client_by_hand():
+    # I = 3000 at a budget of 2048: two prefill iterations (TTFT 2), then O - 1 = 4 decodes (TPOT 1); 6 per request
+    r = run_closed_loop(unit, 1, 3000, 5, 2048, rounds=3)
+    assert np.allclose(r.ttft, 2.0) and np.allclose(r.tpot, 1.0)
+    assert r.iterations == 18 and r.duration == pytest.approx(18.0) and r.throughput == pytest.approx(3 / 18)
+
+
+def test_burst_then_steady_waits_by_hand():
+    # four clients, one prompt per iteration (I = budget), one output token: the burst serves them at 1, 2, 3, 4;
+    # each comes back at its finish behind the other three, so every later TTFT is 4 iterations
+    r = run_closed_loop(unit, 4, 2048, 1, 2048, rounds=3)
+    assert np.allclose(r.ttft.reshape(4, 3), [[1, 4, 4], [2, 4, 4], [3, 4, 4], [4, 4, 4]])
+    assert np.all(np.isnan(r.tpot)) and r.mean_ttft == pytest.approx((10 + 32) / 12)
+    # a warmup round absorbs the burst: only steady waits are kept
+    w = run_closed_loop(unit, 4, 2048, 1, 2048, rounds=2, warmup=1)
+    assert np.allclose(w.ttft, 4.0)
+
+
+def test_iteration_pieces_and_sampled_tokens():
+    seen = []
+
+    def record(b, ctx, pieces, sampled):
+        seen.append((b, ctx, pieces, sampled))
+        return 1.0
+    run_closed_loop(record, 3, 1000, 3, 2048, rounds=1)
+    # two whole prompts and 48 tokens of the third; then its 952 tokens after its 48 with both decodes
+    assert seen[0] == (0, 0.0, ((2, 1000, 0), (1, 48, 0)), 2)
+    assert seen[1] == (2, 2002.0, ((1, 952, 48),), 3)
+    assert seen[2] == (3, 3005.0, (), 3)   # the first two decode their last token; the third its second
+    assert seen[3] == (1, 1002.0, (), 1)
+
+
+def test_first_round_equals_the_open_loop_simulator():
+    # a burst is N arrivals at 0: round one's first tokens match run_chunked's for the same cost (which reads the
+    # decode batch, the KV length summed and the prompt tokens, so the context bookkeeping must agree too)
+    def cost(b, ctx, tokens):
+        return 1e-3 + 2e-5 * b + 3e-9 * ctx + 1e-6 * tokens
+    n, i, o, chunk = 7, 900, 40, 1024
+    first, _, _, _ = run_chunked(np.zeros(n), np.full(n, i), np.full(n, o), lambda b, ctx, k, pre: cost(b, ctx, k),
+                                 chunk, None, None)
+    r = run_closed_loop(lambda b, ctx, pieces, s: cost(b, ctx, sum(m * t for m, t, _ in pieces)), n, i, o, chunk,
+                        rounds=1)
+    np.testing.assert_allclose(r.ttft, first, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(concurrency=0), dict(rounds=0), dict(input_len=2.5), dict(warmup=-1)])
+def test_bad_arguments_are_one_line_errors(kw):
+    args = dict(concurrency=2, input_len=10, output_len=2, chunk=64, rounds=1) | kw
+    with pytest.raises(FrontierError):
+        run_closed_loop(unit, args.pop("concurrency"), args.pop("input_len"), args.pop("output_len"),
+                        args.pop("chunk"), **args)
+
+
+def test_pieces_iteration_matches_the_single_prompt_forms():
+    import jax.numpy as jnp
+
+    from frontier_jax.costmodel import kernels as kn
+    from frontier_jax.costmodel import operations as ops
+    from frontier_jax.costmodel.catalog import load_hardware, load_model
+
+    hw, md = load_hardware("h100-80gb-sxm"), load_model("llama-3.1-70b")
+    fit = kn.kernel_set(hw)
+    a = jnp.asarray
+    tp, fp8 = a(4.0), a(1.0)
+    total = lambda o: float(ops.total_seconds(md, o))  # noqa: E731
+    # one piece: the mixed iteration
+    one = ops.pieces_iteration_ops(hw, md, fit, a([1.0, 0.0]), a([700.0, 0.0]), a([300.0, 0.0]), a(12.0), a(2500.0),
+                                   a(13.0), tp, fp8)
+    assert total(one) == pytest.approx(float(ops.mixed_iteration_seconds(hw, md, fit, a(12.0), a(2500.0), a(700.0),
+                                                                          a(300.0), tp, fp8)), rel=1e-12)
+    # three fresh prompts as three pieces or one piece of three: a prefill batch of 3
+    split = ops.pieces_iteration_ops(hw, md, fit, a([1.0, 1.0, 1.0]), a([1024.0] * 3), a([0.0] * 3), a(0.0), a(0.0),
+                                     a(3.0), tp, fp8)
+    merged = ops.pieces_iteration_ops(hw, md, fit, a([3.0]), a([1024.0]), a([0.0]), a(0.0), a(0.0), a(3.0), tp, fp8)
+    batch = float(ops.prefill_iteration_seconds(hw, md, fit, a(1024.0), a(0.0), tp, fp8, a(3.0)))
+    assert total(merged) == pytest.approx(batch, rel=1e-12)
+    # split pieces sum their own attention (one batch-1 prompt each), so they differ from the batch only there
+    assert total(split) - total(merged) == pytest.approx(float(split.attention - merged.attention) * md.layers,
+                                                         rel=1e-9)
+    # and three prompts in one chunk cost less attention than one prompt of their total length
+    long = ops.pieces_iteration_ops(hw, md, fit, a([1.0]), a([3072.0]), a([0.0]), a(0.0), a(0.0), a(3.0), tp, fp8)
+    assert float(merged.attention) < float(long.attention)
+
+
+def test_harness_cost_is_the_kernel_engines_iteration_time():
+    import jax.numpy as jnp
+
+    from frontier_jax.calibration.harness import iteration_cost
+    from frontier_jax.costmodel import latency as lat
+    from frontier_jax.costmodel.catalog import load_efficiency, load_hardware, load_model
+
+    hw, md, eng = load_hardware("h100-80gb-sxm"), load_model("qwen3-32b"), load_efficiency("current-kernels")
+    cost = iteration_cost("qwen3-32b", "bf16", 2, eng)
+    a = jnp.asarray
+    # a decode iteration reads the mean KV length (here a whole number of tokens)
+    assert cost(16, 16 * 1500.0, (), 16) == pytest.approx(
+        float(lat.decode_seconds(hw, md, eng, a(16.0), a(1500.0), a(2.0), a(0.0))), rel=1e-12)
+    # one prompt chunk that samples: the mixed iteration
+    assert cost(16, 16 * 1500.0, ((1, 512, 1024),), 17) == pytest.approx(
+        float(lat.mixed_seconds(hw, md, eng, a(16.0), a(1500.0), a(512.0), a(1024.0), a(2.0), a(0.0))), rel=1e-12)
+    # memoised: the same iteration is not evaluated again
+    assert cost(16, 16 * 1500.0 + 3, (), 16) == cost(16, 16 * 1500.0, (), 16)
