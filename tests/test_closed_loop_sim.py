@@ -134,3 +134,15 @@ def test_saturated_closed_loop_keeps_littles_law_and_matches_the_simulator():
                                                                                        4096, 128))
     assert ttft == pytest.approx(sim.mean_ttft, rel=0.2)
     assert tpot == pytest.approx(sim.mean_tpot, rel=0.1)
+
+
+@pytest.mark.parametrize("argv, words", [(["--engine", "current"], "measured kernels"),
+                                         (["--engine", "foo-kernels"], "unknown engine"),
+                                         (["--rounds", "0"], "--rounds 0"), (["--warmup", "-1"], "--warmup -1")])
+def test_harness_command_bad_input_is_one_line(argv, words, capsys, tmp_path):
+    from frontier_jax.calibration.harness import main
+    out = tmp_path / "runs.csv"
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--csv", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and words in err and "\n" not in err and not out.exists()

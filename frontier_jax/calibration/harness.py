@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ from ..costmodel import kernels as kn
 from ..costmodel import latency as lat
 from ..costmodel import operations as ops
 from ..costmodel.catalog import load_efficiency, load_hardware, load_model, precision_flag
+from ..errors import FrontierError
 from ..resources import data_file
 from ..sim import run_closed_loop
 
@@ -66,7 +68,7 @@ def iteration_cost(model: str, precision: str, tp: int, eng):
         t = cache.get(key)
         if t is None:
             if len(pieces) > PIECES:
-                raise ValueError(f"{len(pieces)} distinct prompt pieces in one iteration; at most {PIECES}")
+                raise FrontierError(f"{len(pieces)} distinct prompt pieces in one iteration; at most {PIECES}")
             pad = list(pieces) + [(0, 0, 0)] * (PIECES - len(pieces))
             s, q, p = (np.array([x[j] for x in pad], float) for j in range(3))
             t = cache[key] = float(seconds(eng, float(tp), float(b), float(ctx), s, q, p, float(sampled)))
@@ -137,20 +139,7 @@ def report(r: pd.DataFrame, label: str) -> str:
     return "\n".join(md)
 
 
-def main(argv=None):
-    """The command: in-fit (and with --logo, leave-one-group-out) errors of the harness simulation, as markdown."""
-    ap = argparse.ArgumentParser(prog="python -m frontier_jax.calibration.harness", description=__doc__.split("\n")[0])
-    ap.add_argument("--engine", default="current-kernels")
-    ap.add_argument("--chunk", type=int, default=CHUNK)
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
-    ap.add_argument("--warmup", type=int, default=0, help="requests per client before the measured ones")
-    ap.add_argument("--no-burst", action="store_true", help="clients do not start together")
-    ap.add_argument("--logo", action="store_true", help="also leave-one-group-out engine terms")
-    ap.add_argument("--csv", help="write the per-run predictions here")
-    a = ap.parse_args(argv)
-    if not a.engine.endswith("-kernels"):
-        raise SystemExit(f"--engine {a.engine!r}: the harness prices iterations with measured kernels; "
-                         "use a '-kernels' engine")
+def _run(a) -> str:
     d = serving_runs()
     kw = dict(chunk=a.chunk, rounds=a.rounds, burst=not a.no_burst, warmup=a.warmup)
     what = (f"engine `{a.engine}`, token budget {a.chunk}, {a.rounds} measured requests per client"
@@ -164,9 +153,38 @@ def main(argv=None):
         held = simulate_runs(d, logo_engines(a.engine, d), **kw)
         out.append(report(held, f"Leave one group out ({what})"))
         frames.append(held.assign(terms="leave one group out"))
-    if a.csv:
-        pd.concat(frames).to_csv(a.csv, index=False)
-    print("\n".join(out))
+    if a.csv:  # whole or not at all
+        path = Path(a.csv)
+        tmp = path.with_name(path.name + ".tmp")
+        pd.concat(frames).to_csv(tmp, index=False)
+        tmp.replace(path)
+    return "\n".join(out)
+
+
+def main(argv=None):
+    """The command: in-fit (and with --logo, leave-one-group-out) errors of the harness simulation, as markdown.
+    A bad argument is one line on stderr and exit status 2."""
+    ap = argparse.ArgumentParser(prog="python -m frontier_jax.calibration.harness", description=__doc__.split("\n")[0])
+    ap.add_argument("--engine", default="current-kernels")
+    ap.add_argument("--chunk", type=int, default=CHUNK)
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--warmup", type=int, default=0, help="requests per client before the measured ones")
+    ap.add_argument("--no-burst", action="store_true", help="clients do not start together")
+    ap.add_argument("--logo", action="store_true", help="also leave-one-group-out engine terms")
+    ap.add_argument("--csv", help="write the per-run predictions here")
+    a = ap.parse_args(argv)
+    if not a.engine.endswith("-kernels"):
+        ap.exit(2, f"error: --engine {a.engine!r}: the harness prices iterations with measured kernels; "
+                   "use a '-kernels' engine\n")
+    for name in ("chunk", "rounds"):
+        if getattr(a, name) < 1:
+            ap.exit(2, f"error: --{name} {getattr(a, name)} must be at least 1\n")
+    if a.warmup < 0:
+        ap.exit(2, f"error: --warmup {a.warmup} must be at least 0\n")
+    try:
+        print(_run(a))
+    except FrontierError as e:
+        ap.exit(2, f"error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -67,26 +67,30 @@ def token_gemms(model: Model, tp, fp8):
 
 
 def _token_ops(hw: Hardware, model: Model, fit: kn.KernelSet, tokens, sampled, tp, fp8):
-    """(QKV, out proj, gate+up, down, LM head, both all-reduces) seconds of an iteration of `tokens` tokens of which
-    `sampled` reach the LM head: the operations that see only the token count."""
+    """(QKV, out proj, gate+up, down, LM head) seconds of an iteration of `tokens` tokens of which `sampled` reach the
+    LM head: the GEMMs, which see only the token count."""
     # the four token GEMMs and the LM head as one batched evaluation (last axis), the LM head in bf16 (vLLM does not
     # quantise it) over the sampled tokens only
     lm_on = sampled > 0
     stack = lambda *xs: jnp.stack(jnp.broadcast_arrays(*xs), axis=-1)  # noqa: E731
     m = stack(tokens, tokens, tokens, tokens, jnp.where(lm_on, sampled, 1.0))
     g = kn.gemm_seconds(fit, hw, m, *token_gemms(model, tp, fp8))
-    ar = 2.0 * kn.allreduce_seconds(fit, hw, tokens * model.hidden, tp)
-    return g[..., 0], g[..., 1], g[..., 2], g[..., 3], jnp.where(lm_on, g[..., 4], 0.0), ar
+    return g[..., 0], g[..., 1], g[..., 2], g[..., 3], jnp.where(lm_on, g[..., 4], 0.0)
 
 
-def _generation(hw, model, fit, decode_seqs, context, tp, fp8):
-    hq, hkv = heads_per_gpu(model, tp)
+def _allreduces(hw: Hardware, model: Model, fit: kn.KernelSet, tokens, tp):
+    """Seconds of the layer's two all-reduces of `tokens` activations."""
+    return 2.0 * kn.allreduce_seconds(fit, hw, tokens * model.hidden, tp)
+
+
+def _generation(hw, model, fit, heads, decode_seqs, context, fp8):
+    hq, hkv = heads
     return _when(decode_seqs > 0, lambda b, cx: kn.generation_seconds(fit, hw, b, cx, hq, hkv, model.head_dim, fp8),
                  decode_seqs, context)
 
 
-def _context(hw, model, fit, seqs, tokens, prefix, tp, fp8):
-    hq, hkv = heads_per_gpu(model, tp)
+def _context(hw, model, fit, heads, seqs, tokens, prefix, fp8):
+    hq, hkv = heads
     return _when(seqs * tokens > 0, lambda b, q: kn.context_seconds(fit, hw, b, q, prefix, hq, hkv, model.head_dim,
                                                                     fp8), seqs, tokens)
 
@@ -96,9 +100,11 @@ def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, p
     """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
     `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens."""
     t = prefill_seqs * prefill_tokens + decode_seqs
-    qkv, out, gate_up, down, lm, ar = _token_ops(hw, model, fit, t, sampled, tp, fp8)
-    ctx = _context(hw, model, fit, prefill_seqs, prefill_tokens, prefix, tp, fp8)
-    gen = _generation(hw, model, fit, decode_seqs, context, tp, fp8)
+    heads = heads_per_gpu(model, tp)
+    qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
+    ctx = _context(hw, model, fit, heads, prefill_seqs, prefill_tokens, prefix, fp8)
+    gen = _generation(hw, model, fit, heads, decode_seqs, context, fp8)
+    ar = _allreduces(hw, model, fit, t, tp)
     return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
 
 
@@ -108,9 +114,12 @@ def pieces_iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, seqs, to
     of `tokens[..., j]` new tokens after `prefix[..., j]` cached ones each (several prompts in one chunk: each
     piece's attention is its own, the GEMMs see the iteration's total)."""
     t = jnp.sum(seqs * tokens, axis=-1) + decode_seqs
-    qkv, out, gate_up, down, lm, ar = _token_ops(hw, model, fit, t, sampled, tp, fp8)
-    ctx = jnp.sum(_context(hw, model, fit, seqs, tokens, prefix, jnp.asarray(tp)[..., None], fp8), axis=-1)
-    gen = _generation(hw, model, fit, decode_seqs, context, tp, fp8)
+    qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
+    hq, hkv = heads_per_gpu(model, tp)
+    ctx = jnp.sum(_context(hw, model, fit, (jnp.asarray(hq)[..., None], jnp.asarray(hkv)[..., None]), seqs, tokens,
+                           prefix, fp8), axis=-1)
+    gen = _generation(hw, model, fit, (hq, hkv), decode_seqs, context, fp8)
+    ar = _allreduces(hw, model, fit, t, tp)
     return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
 
 

@@ -10,4 +10,5 @@ from ._result import SimResult
 from ._simulate import DISPATCHES, POLICIES, simulate
 from ._workload import IterationCosts, sample_arrivals, sample_lengths
 
-__all__ = ["ClosedLoopResult", "run_closed_loop", "IterationCosts", "SimResult", "simulate", "POLICIES", "DISPATCHES", "sample_arrivals", "sample_lengths"]
+__all__ = ["ClosedLoopResult", "run_closed_loop", "IterationCosts", "SimResult", "simulate", "POLICIES", "DISPATCHES",
+           "sample_arrivals", "sample_lengths"]

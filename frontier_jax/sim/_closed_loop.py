@@ -26,9 +26,6 @@ import numpy as np
 
 from frontier_jax.errors import FrontierError
 
-Pieces = tuple  # ((sequences, tokens, prefix), ...): identical pieces merged, in FCFS order
-
-
 @dataclass(frozen=True)
 class ClosedLoopResult:
     """Per measured request (client-major, in each client's order) and the run's totals."""
