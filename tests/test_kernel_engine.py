@@ -211,3 +211,17 @@ def test_ttft_leave_one_group_out_within_30_percent():
     rep = _report()
     assert rep["leave_one_group_out_all_rows"]["ttft"]["mean_abs_rel_error"] <= 0.30
     assert rep["long_prompt_ttft"]["logo_median_abs_rel_error"] <= 0.25
+
+
+@pytest.mark.parametrize("engine", ["current", "current-kernels"])
+def test_the_fit_gradient_is_finite_compiled(engine):
+    """The calibration loss's reverse-mode gradient, compiled with the measured runs as arguments (as every fit and
+    refit computes it), is finite at the starting point on all runs: a NaN component there is zeroed by the fit,
+    which then never leaves its prior (docs/reliability.md)."""
+    from frontier_jax.calibration import fit
+    d = fit.serving_data()
+    form = fit.engine_form(engine)
+    u = fit.from_params(fit.KERNEL_PRIOR if form is fit.KernelEngine else fit.PRIOR)
+    value, grad = fit._compiled(engine)[1](u, fit._arrays(d), jnp.ones(len(d["group"]), bool))
+    assert np.isfinite(float(value))
+    assert np.all(np.isfinite(np.asarray(grad))) and np.any(np.asarray(grad) != 0.0), grad

@@ -158,9 +158,12 @@ def mgf(theta, values, weights):
 
 
 def log_mgf(theta, values, weights):
-    """log E[exp(theta X)] at the quadrature nodes, as a log-sum-exp (no overflow however large theta X)."""
+    """log E[exp(theta X)] at the quadrature nodes, as a log-sum-exp (no overflow however large theta X). The shift
+    by the largest term carries no derivative (as in jax.nn.logsumexp): differentiated, a shift by an infinite term (an
+    unused branch's theta) made the compiled gradient NaN through 0 x inf, though the eager one was finite."""
     z = theta[..., None] * values + jnp.log(weights)
-    top = jnp.max(z, axis=-1)
+    top = jax.lax.stop_gradient(jnp.max(z, axis=-1))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
     return top + jnp.log(jnp.sum(jnp.exp(z - top[..., None]), axis=-1))
 
 
