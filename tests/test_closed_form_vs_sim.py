@@ -158,3 +158,52 @@ def test_heavy_tails_cv1_target(heavy_results):
 def test_heavy_tails_cv2_target(heavy_results):
     med, p90 = _heavy_stats(heavy_results[2.0])
     assert med <= TARGET_MEDIAN and p90 <= TARGET_P90
+
+
+# ---------------------------------------------------------------------------------------------------- integral pools
+# The chunked pools that the integral sizing picks, against the simulator (JSQ, as the sizing assumes by default):
+# Llama-3.1-8B on A100s (`current`), 256 output tokens (lognormal CV 0.8), arrival SCV 2, a p90 contract, at most 48
+# GPUs: the golden file's points where the bracketed batch solve (docs/model.md section 4.2) moved the answer
+# (25 -> 13 and 12 -> 11 instances). The model's pool must meet the contract in the simulator and one instance
+# fewer must not.
+SIZED = dict(hardware="a100-80gb-sxm", model="llama-3.1-8b", output_len=256, percentile=0.9, total_gpus=48,
+             arrival_ca2=2.0, output_cv=0.8)
+
+
+def _sized_pool(input_len, rate, ttft, tpot):
+    import frontier_jax as fj
+    ds = fj.evaluate(**SIZED, input_len=input_len, rate=rate, ttft=ttft, tpot=tpot).sel(arch="chunked")
+    assert int(ds["feasible"]) == 1
+    return int(ds["n_prefill"]), int(ds["tp_prefill"]), int(ds["chunk"]), float(ds["ttft_achieved"])
+
+
+def _simulated_p90(input_len, rate, n, tp, chunk):
+    from frontier_jax.costmodel.catalog import load_efficiency, load_hardware, load_model
+    from frontier_jax.costmodel.types import Point, Scenario
+    from frontier_jax.sim import simulate
+    sc = Scenario.build(input_len=float(input_len), output_len=256.0, ttft=1e9, tpot=1e9, q=0.9)
+    p = Point(load_hardware(SIZED["hardware"]), load_model(SIZED["model"]), load_efficiency("current"), sc)
+    r = simulate("chunked", validation.iteration_costs(p, float(tp)), rate=rate, input_len=input_len,
+                 output_len=("lognormal", 256, 0.8), n_requests=20000, arrival_ca2=2.0, chunk=chunk, n_instances=n,
+                 dispatch="jsq", seed=0)
+    return float(np.nanquantile(r.ttft, 0.9)), float(np.nanquantile(r.tpot, 0.9))
+
+
+@pytest.mark.parametrize("input_len, rate", [(8192, 8.0), (1024, 60.0)])
+def test_sized_chunked_pool_is_the_smallest_that_meets_the_contract(input_len, rate):
+    ttft, tpot = 4.0, 0.08
+    n, tp, chunk, _ = _sized_pool(input_len, rate, ttft, tpot)
+    sim_ttft, sim_tpot = _simulated_p90(input_len, rate, n, tp, chunk)
+    assert sim_ttft <= ttft and sim_tpot <= tpot, (n, tp, chunk, sim_ttft, sim_tpot)
+    fewer_ttft, fewer_tpot = _simulated_p90(input_len, rate, n - 1, tp, chunk)
+    assert not (fewer_ttft <= ttft and fewer_tpot <= tpot), (n - 1, fewer_ttft, fewer_tpot)
+
+
+@pytest.mark.xfail(strict=True, reason="the closed-form TTFT tail is low where the chunk holds the whole prompt: "
+                   "8,192-token prompts, chunk 8,192, 9 TP4 A100 instances at 8/s, p90 TTFT 0.496 s in the model, "
+                   "0.84 s in the simulator (at chunk 2,048 the two agree: 10 instances, 0.497 s and 0.496 s); the "
+                   "sizing then picks a pool that misses a 0.5 s contract")
+def test_sized_chunked_pool_meets_a_tight_ttft():
+    n, tp, chunk, model_ttft = _sized_pool(8192, 8.0, 0.5, 0.08)
+    sim_ttft, _ = _simulated_p90(8192, 8.0, n, tp, chunk)
+    assert sim_ttft == pytest.approx(model_ttft, rel=0.15), (n, tp, chunk, model_ttft, sim_ttft)

@@ -7,7 +7,13 @@ NaN pattern in the fluid file (no point became feasible or infeasible), best arc
 points (the large-deployment limit: no queueing wait, disaggregation cheapest wherever feasible) and 14 of 96
 integral points, reasons at 21 of 288 integral (point, architecture) pairs (whole instances re-checked at their
 operating point, the receiving links), two new variables (idle_cost, kv_receive_utilization); the checks of
-those changes are the closed forms, the simulator and tests/test_corrections.py, not this file. From the specs
+those changes are the closed forms, the simulator and tests/test_corrections.py, not this file. The bracketed
+solve of the chunked batch's fixed point (2026-12-07, docs/model.md section 4.2) wrote them again, reviewed
+against the previous files: the same NaN pattern; in the fluid file one configuration moved (H100 FP8 4096/512
+chunked, both bandwidths: goodput +0.31 %, its stability edge no longer read short); in the integral file four
+chunked costs (A100 `current`; 2 of 96 winners, both now chunked), each pool checked in the simulator
+(tests/test_closed_form_vs_sim.py: the pool meets the contract and one instance fewer does not; the 0.5 s TTFT
+points miss it there, a closed-form TTFT error at chunk = prompt length kept as a strict xfail). From the specs
 beside them: fluid goodput over GPUs, precisions, lengths and KV bandwidths (72 points), and
 integral sizing at a rate under a GPU cap over GPUs, engines, rates, lengths and contracts (96 points). Each spec is
 run again through `frontier_jax.sweep` (run_sweep with the cost model's kernel) and compared variable by variable:

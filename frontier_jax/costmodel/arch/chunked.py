@@ -123,6 +123,115 @@ def _last_chunk(p: c.Point, tp, k, b, ctx, tokens, table=None):
     return full, _mixed(p, tp, b, ctx, rest, prefix, table, None if table is None else table.last_chunk), rest
 
 
+class BatchState(NamedTuple):
+    """What the decode batch's fixed point needs at a mean batch of 1 + b running decodes."""
+
+    tpot: jax.Array          # s, mean time per output token (inf where the prompt queue or the decode is unstable)
+    sojourn_mean: jax.Array  # s, a prompt's mean sojourn in the prompt queue
+    k: jax.Array             # prompt tokens per mixed iteration
+    t_mix: jax.Array         # s, a mixed iteration
+    t_plain: jax.Array       # s, a decode-only iteration
+    rho: jax.Array           # the prompt queue's utilisation
+
+
+def batch_state(p: c.Point, tp, chunk, lam, b, pool: c.Pool = c.LONE, table: MixedTable | None = None) -> BatchState:
+    """The mean TPOT at 1 + b running decodes (docstring of `latency`) and what it is made of."""
+    sc = p.sc
+    n = c.decode_steps(sc)
+    new = (1.0 - sc.cache_hit) * sc.input_len
+    new2 = new**2 * (1.0 + sc.input_cv**2)
+    k, t_mix, t_plain = _mixed_step(p, tp, chunk, b, c.mean_context(sc), table)
+    es, es2 = new / k * t_mix, new2 / k**2 * t_mix**2
+    rho = lam * es
+    wait = qu.pool_wait_mean(lam, es, es2, pool.servers, pool.dispatch, sc.arrival_ca2)
+    sojourn_mean = jnp.where(rho < 1.0, wait, 0.0) + es + 0.5 * t_mix
+    # mixed iterations per second of prompt work on this instance while it decodes (in a routed pool only the
+    # prompts that find no idle instance: common.others_busy)
+    a = lam * c.others_busy(b, pool) * new / k
+    delta = t_mix - t_plain
+    tpot = jnp.minimum((t_plain + delta * a * sojourn_mean / n) / jnp.maximum(1.0 - delta * a, 1e-12), t_mix)
+    ok = (rho < 1.0) & (delta * a < 1.0)
+    return BatchState(jnp.where(ok, tpot, jnp.inf), sojourn_mean, k, t_mix, t_plain, rho)
+
+
+def batch_gap(p: c.Point, tp, chunk, lam, b, pool: c.Pool = c.LONE, table: MixedTable | None = None):
+    """lam n TPOT(1 + b) - b: Little's law for the running decodes; the mean batch is its lowest root."""
+    return lam * c.decode_steps(p.sc) * batch_state(p, tp, chunk, lam, b, pool, table).tpot - b
+
+
+def _converged(b, g):
+    return jnp.abs(g) <= 1e-6 * (1.0 + b)
+
+
+def _secant(lo, g_lo, hi, g_hi):
+    return lo + g_lo / (g_lo - g_hi) * (hi - lo)
+
+
+def mean_batch(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable | None = None):
+    """The lowest root b of batch_gap in [0, chunk - 1) (inf where there is none: the instance is unstable), from
+    the warm start of a decode with no prompt work (docs/model.md section 4.2, "The batch's fixed point").
+
+    The root is bracketed, [lo, hi] with gap(lo) > 0 and, at hi, gap <= 0 (g_hi), an unstable queue or the wall
+    (g_hi NaN). Each step is Newton from below where its step stays inside (the gap is convex where it is
+    smooth, so Newton from below stays below), else regula falsi once the bracket has two signs (Illinois: an
+    end kept twice has its gap halved), else a fixed-point step from lo (TPOT increases with the batch, so
+    lo + gap(lo) stays below the root) or bisection, whichever is lower. TPOT is only piecewise smooth in the
+    batch (interpolated kernels, the chunk's tokens at the budget), and where a steep piece or a fold meets the
+    root Newton alone leaves towards the wall. A root that the steps pin in a bracket narrower than
+    1e-3 (1 + b) without converging is taken where the iterate is; an iterate whose secant step (through the previous
+    iterate) is shorter than that and stays in the bracket takes the step. The value is the last iterate (or that step); its
+    derivatives come from the implicit function theorem (the gap's derivatives in the parameters over its slope
+    in the batch, at the iterate), not through the iterations."""
+    table = tabulate(p, tp, chunk) if table is None else table
+    gap = lambda b: batch_gap(p, tp, chunk, lam, b, pool, table)  # noqa: E731
+    # the iterations see constants: nothing is differentiated through them
+    const = jax.lax.stop_gradient((p, tp, chunk, lam, pool, table))
+    gap_const = lambda b: batch_gap(*const[:4], b, *const[4:])  # noqa: E731
+
+    def step(carry, _):
+        b, lo, g_lo, hi, g_hi, kept, _, _ = carry
+        g, dg = jax.jvp(gap_const, (b,), (jnp.ones_like(b),))
+        above = jnp.isfinite(g) & (g > 0.0)
+        kept = jnp.where(above, jnp.where(kept > 0, kept + 1, 1), jnp.where(kept < 0, kept - 1, -1))
+        g_lo = jnp.where(above, g, jnp.where(kept < -1, 0.5 * g_lo, g_lo))
+        g_hi = jnp.where(above, jnp.where(kept > 1, 0.5 * g_hi, g_hi), jnp.where(jnp.isfinite(g), g, jnp.nan))
+        lo, hi = jnp.where(above, b, lo), jnp.where(above, hi, b)
+        x = b - g / jnp.where(dg < 0.0, dg, -1.0)
+        newton = above & (dg < 0.0) & (x <= hi)
+        two_signs = jnp.isfinite(g_hi) & jnp.isfinite(g_lo)
+        fallback = jnp.where(two_signs, _secant(lo, g_lo, hi, jnp.where(two_signs, g_hi, -1.0)),
+                             jnp.minimum(lo + g_lo * 2.0 ** jnp.maximum(kept - 1.0, 0.0), 0.5 * (lo + hi)))
+        nxt = jnp.where(newton, x, jnp.where(_converged(b, g), b, fallback))
+        return (nxt, lo, g_lo, hi, g_hi, kept, b, g), None
+
+    warm = c.decode_affine(p, tp, c.mean_context(p.sc)) if table is None else table.warm
+    b0 = jnp.clip(jax.lax.stop_gradient(c.batch_fixed_point(warm, lam * c.decode_steps(p.sc))), 0.0, chunk)
+    zero = jnp.zeros_like(b0)
+    init = (b0, zero, jnp.full_like(b0, jnp.inf), zero + chunk, jnp.full_like(b0, jnp.nan), zero, b0, zero)
+    (b, lo, _, hi, g_hi, _, b_prev, g_prev), _ = scan(step, init, _FIXED_POINT_STEPS)
+    g, dg = jax.jvp(gap, (b,), (jnp.ones_like(b),))
+    dg = jax.lax.stop_gradient(dg)
+    pinned = jnp.isfinite(g_hi) & (hi - lo <= 1e-3 * (1.0 + b))
+    converged = _converged(b, g)
+    # an iterate one short secant step (through the previous iterate, itself within 1 % of it: a chord across a
+    # fold would point at no root) from the root inside the bracket takes that step, its error then of the order
+    # of the two iterates' errors' product; the value needs no derivative in the batch, so a call that is not
+    # differentiated evaluates the gap only once more
+    g_stop = jax.lax.stop_gradient(g)
+    chord = (g_stop - g_prev) / jnp.where(b != b_prev, b - b_prev, 1.0)
+    falling = jnp.isfinite(chord) & (chord < 0.0)
+    chord = jnp.where(falling, chord, -1.0)
+    last = b - g_stop / chord
+    close = (falling & jnp.isfinite(g_stop) & (jnp.abs(g_stop / chord) <= 1e-3 * (1.0 + b)) & (last >= lo) & (last <= hi)
+             & (jnp.abs(b - b_prev) <= 1e-2 * (1.0 + b)) & ~converged)
+    # g - stop_gradient(g) is zero but carries the parameters' derivatives (the implicit function theorem at the
+    # iterate); a converged or pinned iterate keeps its value (a further Newton step would move it far where the
+    # gap is nearly tangent, at a fold of the fixed point)
+    tangent = (g - g_stop) / jnp.where(dg < 0.0, dg, -1.0)
+    b = jnp.where(converged | pinned | close, jnp.where(close, last, b) - tangent, jnp.inf)
+    return jnp.where(b < chunk - 1.0, b, jnp.inf)
+
+
 def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable | None = None) -> c.Latency:
     """TPOT: a decode advances one token per iteration; an iteration is mixed (t_mix) while prompt work is queued,
     plain (t_plain) otherwise. The mixed iterations in a request's life are those of the prompts queued behind it
@@ -136,35 +245,8 @@ def latency(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTable
     new2 = new**2 * (1.0 + sc.input_cv**2)
     new3 = new**3 * (1.0 + sc.input_cv**2) ** 3
     table = tabulate(p, tp, chunk) if table is None else table
-
-    def state(b):
-        k, t_mix, t_plain = _mixed_step(p, tp, chunk, b, ctx, table)
-        es, es2 = new / k * t_mix, new2 / k**2 * t_mix**2
-        rho = lam * es
-        wait = qu.pool_wait_mean(lam, es, es2, pool.servers, pool.dispatch, sc.arrival_ca2)
-        sojourn_mean = jnp.where(rho < 1.0, wait, 0.0) + es + 0.5 * t_mix
-        # mixed iterations per second of prompt work on this instance while it decodes (in a routed pool only the
-        # prompts that find no idle instance: common.others_busy)
-        a = lam * c.others_busy(b, pool) * new / k
-        delta = t_mix - t_plain
-        tpot = jnp.minimum((t_plain + delta * a * sojourn_mean / n) / jnp.maximum(1.0 - delta * a, 1e-12), t_mix)
-        ok = (rho < 1.0) & (delta * a < 1.0)
-        return jnp.where(ok, tpot, jnp.inf), sojourn_mean, k, t_mix, t_plain, rho
-
-    def gap(b):
-        return lam * n * state(b)[0] - b
-
-    def newton(b, _):  # b = lam n TPOT(1 + b): Newton on the gap, forward-mode derivative, kept in [0, chunk]
-        g, dg = jax.jvp(gap, (b,), (jnp.ones_like(b),))
-        step = jnp.where(jnp.isfinite(g) & (dg < 0.0), -g / jnp.where(dg < 0.0, dg, -1.0), chunk)
-        return jnp.clip(b + step, 0.0, chunk), None
-
-    warm = c.decode_affine(p, tp, ctx) if table is None else table.warm
-    b0 = c.batch_fixed_point(warm, lam * n)  # warm start: decode with no prompt work
-    b, _ = scan(newton, jnp.clip(b0, 0.0, chunk), _FIXED_POINT_STEPS)
-    converged = jnp.abs(gap(b)) <= 1e-6 * (1.0 + b)
-    b = jnp.where(converged & (b < chunk - 1.0), b, jnp.inf)
-    mean, sojourn_mean, k, t_mix, t_plain, rho = state(b)
+    b = mean_batch(p, tp, chunk, lam, pool, table)
+    mean, sojourn_mean, k, t_mix, t_plain, rho = batch_state(p, tp, chunk, lam, b, pool, table)
 
     life = n * mean
     window = lam * c.others_busy(b, pool) * (sojourn_mean + life)
