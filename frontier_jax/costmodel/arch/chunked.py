@@ -172,16 +172,15 @@ def mean_batch(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTa
     the warm start of a decode with no prompt work (docs/model.md section 4.2, "The batch's fixed point").
 
     The root is bracketed, [lo, hi] with gap(lo) > 0 and, at hi, gap <= 0 (g_hi), an unstable queue or the wall
-    (g_hi NaN). Each step is Newton from below where its step stays inside (the gap is convex where it is
-    smooth, so Newton from below stays below), else regula falsi once the bracket has two signs (Illinois: an
-    end kept twice has its gap halved), else a fixed-point step from lo (TPOT increases with the batch, so
-    lo + gap(lo) stays below the root) or bisection, whichever is lower. TPOT is only piecewise smooth in the
-    batch (interpolated kernels, the chunk's tokens at the budget), and where a steep piece or a fold meets the
-    root Newton alone leaves towards the wall. A root that the steps pin in a bracket narrower than
-    1e-3 (1 + b) without converging is taken where the iterate is; an iterate whose secant step (through the previous
-    iterate) is shorter than that and stays in the bracket takes the step. The value is the last iterate (or that step); its
-    derivatives come from the implicit function theorem (the gap's derivatives in the parameters over its slope
-    in the batch, at the iterate), not through the iterations."""
+    (g_hi NaN). Each step is Newton from below where its step stays inside the bracket, else regula falsi once the
+    bracket has two signs (Illinois: an end kept twice has its gap halved), else a fixed-point step from lo (TPOT
+    increases with the batch, so lo + gap(lo) stays below the root) or bisection, whichever is lower. TPOT is only
+    piecewise smooth in the batch (interpolated kernels, the chunk's tokens at the budget) and S-shaped in a
+    routed pool (common.others_busy), so a Newton step may overshoot; the bracket catches it. A root that the
+    steps pin in a bracket narrower than 1e-3 (1 + b) without converging is taken where the iterate is; an iterate
+    whose secant step (through the previous iterate) is shorter than that and stays in the bracket takes the step.
+    The value is the last iterate (or that step); its derivatives come from the implicit function theorem (the
+    gap's derivatives in the parameters over its slope in the batch, at the iterate), not through the iterations."""
     table = tabulate(p, tp, chunk) if table is None else table
     gap = lambda b: batch_gap(p, tp, chunk, lam, b, pool, table)  # noqa: E731
     # the iterations see constants: nothing is differentiated through them
@@ -222,8 +221,8 @@ def mean_batch(p: c.Point, tp, chunk, lam, pool: c.Pool = c.LONE, table: MixedTa
     falling = jnp.isfinite(chord) & (chord < 0.0)
     chord = jnp.where(falling, chord, -1.0)
     last = b - g_stop / chord
-    close = (falling & jnp.isfinite(g_stop) & (jnp.abs(g_stop / chord) <= 1e-3 * (1.0 + b)) & (last >= lo) & (last <= hi)
-             & (jnp.abs(b - b_prev) <= 1e-2 * (1.0 + b)) & ~converged)
+    close = (falling & jnp.isfinite(g_stop) & (jnp.abs(g_stop / chord) <= 1e-3 * (1.0 + b))
+             & (last >= lo) & (last <= hi) & (jnp.abs(b - b_prev) <= 1e-2 * (1.0 + b)) & ~converged)
     # g - stop_gradient(g) is zero but carries the parameters' derivatives (the implicit function theorem at the
     # iterate); a converged or pinned iterate keeps its value (a further Newton step would move it far where the
     # gap is nearly tangent, at a fold of the fixed point)
