@@ -2,8 +2,9 @@
 
     python -m frontier_jax.calibration.ttft_evidence [--engine current-kernels]   # markdown on stdout
 
-From data/measured_serving_current.csv and the closed loop's own predictions (fj.closed_loop, token budget 2048 as
-calibrated, and 8192 as a sensitivity):
+From data/measured_serving_current.csv and the closed loop's own predictions (fj.closed_loop at the token budget
+the engine is calibrated at, calibration.fit.SERVING_BUDGET, and at the other of vLLM's two defaults as a
+sensitivity):
 
 1. a bound from the measured throughput alone: each client's cycle (TTFT + (O - 1) TPOT) holds one prefill of each
    of the N requests in flight, so no prefill takes more than cycle / N of GPU time; a TTFT above it is waiting;
@@ -68,8 +69,12 @@ def harness(d: pd.DataFrame, form: str):
 
 def report(engine: str = "current-kernels") -> str:
     """The three pieces of evidence and the token-budget sensitivity, as markdown."""
-    d = predictions(engine, 2048.0)
-    md = [f"Engine `{engine}`, {len(d)} runs, token budget 2048 (as calibrated).", ""]
+    from .fit import serving_budget
+    from ..costmodel.catalog import load_efficiency
+    budget = serving_budget(load_efficiency(engine))
+    other = 2048.0 if budget == 8192.0 else 8192.0
+    d = predictions(engine, budget)
+    md = [f"Engine `{engine}`, {len(d)} runs, token budget {budget:.0f} (as calibrated).", ""]
     above = d.ttft_ms > d.cycle / d.concurrency
     md += ["**1. TTFT above the largest prefill the measured throughput allows (cycle / N):**", ""]
     for model, g in d.groupby("model"):
@@ -99,11 +104,11 @@ def report(engine: str = "current-kernels") -> str:
         md.append(f"- kappa {'(N - 1)' if form == 'linear' else 'log2(N)'} / 2 prefills: kappa = {kappa:.3f}, in-fit "
                   f"mean {in_fit:.3f}, leave-one-group-out mean {logo.mean():.3f} (by group: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in by.items()) + ")")
-    d8 = predictions(engine, 8192.0)
-    md += ["", "**Token budget 8192** (vLLM's H100 default): in-fit mean |TTFT error| "
-           f"{_err(d8.ttft_pred, d8).mean():.3f} (2048: {_err(d.ttft_pred, d).mean():.3f}), TPOT "
+    d8 = predictions(engine, other)
+    md += ["", f"**Token budget {other:.0f}** (the stored terms kept): in-fit mean |TTFT error| "
+           f"{_err(d8.ttft_pred, d8).mean():.3f} ({budget:.0f}: {_err(d.ttft_pred, d).mean():.3f}), TPOT "
            f"{(d8.tpot_pred / d8.tpot_ms - 1).abs().mean():.3f} "
-           f"(2048: {(d.tpot_pred / d.tpot_ms - 1).abs().mean():.3f})", ""]
+           f"({budget:.0f}: {(d.tpot_pred / d.tpot_ms - 1).abs().mean():.3f})", ""]
     return "\n".join(md)
 
 
