@@ -135,6 +135,21 @@ def test_saturated_closed_loop_keeps_littles_law_and_matches_the_simulator():
     assert tpot == pytest.approx(sim.mean_tpot, rel=0.1)
 
 
+def test_at_vllms_h100_budget_the_saturated_run_splits_its_cycle_as_measured():
+    # The measured run (measured_serving_current.csv: Qwen3-32B BF16, H100 TP4, 4096/128 tokens, 128 clients) has
+    # TTFT 1410.8 ms and TPOT 158.5 ms. The calibration's budget (calibration.fit.SERVING_BUDGET, vLLM's default on
+    # an H100) reproduces that split; vLLM's other default, 2048, spends the same cycle waiting for prefill
+    # (docs/model.md section 10, "The token budget").
+    import frontier_jax as fj
+    from frontier_jax.calibration.fit import SERVING_BUDGET
+
+    ttft, tpot, _ = (np.asarray(v) for v in fj.closed_loop("h100-80gb-sxm", "qwen3-32b", 4096, 128, 128, 4,
+                                                             engine="current-kernels", precision="bf16",
+                                                             chunk=np.asarray([SERVING_BUDGET, 2048.0])))
+    assert ttft[0] == pytest.approx(1.4108, rel=0.1) and tpot[0] == pytest.approx(0.1585, rel=0.1)
+    assert ttft[1] > 5 * 1.4108 and tpot[1] < 0.6 * 0.1585
+
+
 @pytest.mark.parametrize("argv, words", [(["--engine", "current"], "measured kernels"),
                                          (["--engine", "foo-kernels"], "unknown engine"),
                                          (["--rounds", "0"], "--rounds 0"), (["--warmup", "-1"], "--warmup -1")])
