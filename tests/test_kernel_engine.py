@@ -184,6 +184,8 @@ def test_the_stored_report_is_what_the_model_gives(serving):
     fit = _report()["fit"]
     assert np.mean(np.abs(e_tpot)) == pytest.approx(fit["tpot"]["mean_abs_rel_error"], rel=1e-6)
     assert np.mean(np.abs(e_ttft)) == pytest.approx(fit["ttft"]["mean_abs_rel_error"], rel=1e-6)
+    from frontier_jax.calibration.fit import serving_budget
+    assert _report()["token_budget"] == serving_budget(catalog.load_efficiency("current-kernels")) == 8192.0
 
 
 GROUPS = ("llama-3.1-70b/fp8/TP2", "llama-3.1-70b/fp8/TP4", "llama-3.1-70b/fp8/TP8", "qwen3-32b/bf16/TP2",

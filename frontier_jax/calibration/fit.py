@@ -247,6 +247,8 @@ def main(argv=None):
         rep["loss_mean_squared_log_error"] = loss
         if engine_form(engine) is KernelEngine and _serving(engine):
             rep["fitted_on"] = "mean TPOT only (TTFT predicted, not fitted)"
+        if _serving(engine):
+            rep["token_budget"] = serving_budget(eff)  # the closed loop's max_num_batched_tokens in fit and report
         result[engine] = {"params": {k: float(v) for k, v in eff._asdict().items()}, "report": rep}
         print(engine, json.dumps(result[engine], indent=1), file=sys.stderr)
     tmp = CALIBRATION_FILE.with_name(CALIBRATION_FILE.name + ".tmp")

@@ -69,10 +69,10 @@ def harness(d: pd.DataFrame, form: str):
 
 def report(engine: str = "current-kernels") -> str:
     """The three pieces of evidence and the token-budget sensitivity, as markdown."""
-    from .fit import serving_budget
+    from .fit import ROOFLINE_SERVING_BUDGET, SERVING_BUDGET, serving_budget
     from ..costmodel.catalog import load_efficiency
     budget = serving_budget(load_efficiency(engine))
-    other = 2048.0 if budget == 8192.0 else 8192.0
+    other = ROOFLINE_SERVING_BUDGET if budget == SERVING_BUDGET else SERVING_BUDGET
     d = predictions(engine, budget)
     md = [f"Engine `{engine}`, {len(d)} runs, token budget {budget:.0f} (as calibrated).", ""]
     above = d.ttft_ms > d.cycle / d.concurrency
