@@ -41,7 +41,7 @@ def _best(f, *args, n_points: int) -> float:
 def measure(engine: str, il, ol) -> tuple[float, float]:
     """(one latency evaluation, the rate solver) in us per point for the 16 configurations."""
     n, sp = il.shape[0], SearchSpace()
-    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
+    hw, md, eff, fp8, _ = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
     tables = tuple(jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + jnp.shape(x)), t)
                    for t in (hw, md, eff))
 

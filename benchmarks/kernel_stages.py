@@ -33,7 +33,7 @@ STAGES = ("search_colocated", "search_chunked", "search_decode_pool", "search_pr
 
 def time_stage(engine: str, stage: str, il, ol, traced: bool = False) -> tuple[float, float]:
     """(cold seconds, warm seconds per point) of one search stage over the points."""
-    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
+    hw, md, eff, fp8, _ = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
     n = il.shape[0]
     per_point = lambda t: jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + jnp.shape(x)), t)  # noqa: E731
     tables = tuple(per_point(t) for t in (hw, md, eff)) if traced else ()
@@ -64,7 +64,7 @@ def time_tables(il, ol) -> tuple[float, float]:
     from frontier_jax.costmodel.iteration_table import iteration_table
     n = il.shape[0]
     per_point = lambda t: jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (n,) + jnp.shape(x)), t)  # noqa: E731
-    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", "current-kernels", "bf16")
+    hw, md, eff, fp8, _ = api._resolve("h100-80gb-sxm", "llama-3.1-70b", "current-kernels", "bf16")
     hw, md, eff = (per_point(t) for t in (hw, md, eff))
 
     def one(i, o, h, m, e):

@@ -31,7 +31,7 @@ N, STEPS = 16384, 50
 
 
 def _point(engine):
-    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
+    hw, md, eff, fp8, _ = api._resolve("h100-80gb-sxm", "llama-3.1-70b", engine, "bf16")
     return lambda i: Point(hw, md, eff, Scenario.build(input_len=i, output_len=300.0, ttft=2.0, tpot=0.05, q=0.99,
                                                        mean_mode=0.0, fp8=fp8))
 

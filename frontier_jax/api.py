@@ -107,7 +107,7 @@ def to_dataset(out: dict, lead_dims: tuple, coords: dict, attrs: dict) -> xr.Dat
     return ds
 
 
-def _check_names(hardware, model, engine, precision, percentile, decode_hardware=None) -> None:
+def _check_names(hardware, model, engine, precision, percentile, decode_hardware=None, kv_precision=None) -> None:
     """Unknown names end in the nearest known ones (hints.py); a percentile in percent gets its fraction."""
     from . import hints
     from .costmodel.catalog import ENGINES, PRECISIONS, list_hardware, list_models
@@ -117,6 +117,8 @@ def _check_names(hardware, model, engine, precision, percentile, decode_hardware
             hints.check_name(what, name, known(), " (add NAME.toml to hardware/ or models/ to define one)")
     hints.check_name("engine", engine, list(ENGINES))
     hints.check_name("precision", precision, list(PRECISIONS))
+    if kv_precision is not None:
+        hints.check_name("kv_precision", kv_precision, list(PRECISIONS))
     if not isinstance(percentile, str):
         hints.check_percentile(np.max(np.asarray(percentile, float)) if np.size(percentile) else percentile)
 
@@ -128,11 +130,11 @@ def _describe(x, fmt="{:g}"):
 
 
 def assumptions(hardware, model, *, engine="current", precision="bf16", percentile=0.99, dispatch="auto",
-                arrival_ca2=1.0, kv_bandwidth=None, price=None, rate=None) -> dict:
+                arrival_ca2=1.0, kv_bandwidth=None, price=None, rate=None, kv_precision=None) -> dict:
     """The assumptions behind an answer, as netCDF attributes (every dataset and file of evaluate, top-k, Pareto
     and budget answers carries them; `frontier eval` prints them): the GPU price in USD per GPU-hour with its
-    source and date, the KV bandwidth per prefill GPU and where it comes from, engine, precision, percentile,
-    dispatch, arrivals."""
+    source and date, the KV bandwidth per prefill GPU and where it comes from, engine, precision (of the weights
+    and of the KV cache), percentile, dispatch, arrivals."""
     from .costmodel.catalog import hardware_info
     from .costmodel.kernel import latency_paths
     if isinstance(hardware, str):
@@ -159,6 +161,7 @@ def assumptions(hardware, model, *, engine="current", precision="bf16", percenti
         "kv_bandwidth_source": (f"the GPU's scale-out NIC ({nic_src})" if kv_bandwidth is None
                                 else "given (--kv-bandwidth / kv_bandwidth=)"),
         "engine": str(engine), "precision": str(precision),
+        "kv_precision": (str(precision) + " (the weights')") if kv_precision is None else str(kv_precision),
         "percentile": str(percentile) if isinstance(percentile, str) else _describe(percentile),
         "dispatch": str(dispatch) + (" (a central queue for the prefill pool, JSQ elsewhere)"
                                      if dispatch == "auto" else ""),
@@ -170,13 +173,14 @@ def assumptions(hardware, model, *, engine="current", precision="bf16", percenti
 
 
 ASSUMPTION_KEYS = ("price", "price_units", "price_source", "price_date", "kv_bandwidth", "kv_bandwidth_units",
-                   "kv_bandwidth_source", "engine", "precision", "percentile", "dispatch", "arrivals", "sizing",
+                   "kv_bandwidth_source", "engine", "precision", "kv_precision", "percentile", "dispatch", "arrivals", "sizing",
                    "latency_path")
 
 
 def _prepare(hardware, model, kw):
     """Validated, flattened (point, demand, price) inputs, the search space, the batch shape and the attributes."""
-    _check_names(hardware, model, kw["engine"], kw["precision"], kw["percentile"], kw.get("decode_hardware"))
+    _check_names(hardware, model, kw["engine"], kw["precision"], kw["percentile"], kw.get("decode_hardware"),
+                 kw.get("kv_precision"))
     pins = {k: kw.pop(k) for k in ("tp", "tp_prefill", "tp_decode", "chunk", "overlap")}
     space = search_space(**pins)
     point, demand, price_arr = inputs.build(hardware, model, **kw)
@@ -186,10 +190,11 @@ def _prepare(hardware, model, kw):
     flat = jax.tree.map(lambda x: jnp.reshape(jnp.broadcast_to(x, shape), (-1,)), (point, demand, price_arr))
     attrs = {"title": "frontier-jax evaluation",
              **assumptions(hardware, model, engine=kw["engine"], precision=kw["precision"],
-                           percentile=kw["percentile"], dispatch=kw["dispatch"], arrival_ca2=kw["arrival_ca2"],
+                           kv_precision=kw.get("kv_precision"), percentile=kw["percentile"], dispatch=kw["dispatch"], arrival_ca2=kw["arrival_ca2"],
                            kv_bandwidth=kw["kv_bandwidth"], price=kw["price"], rate=kw["rate"]),
              "inputs": json.dumps(dict(hardware=str(hardware), model=str(model), engine=kw["engine"],
-                                       precision=kw["precision"], percentile=str(kw["percentile"]),
+                                       precision=kw["precision"], kv_precision=kw.get("kv_precision"),
+                                       percentile=str(kw["percentile"]),
                                        rate=None if kw["rate"] is None else str(kw["rate"])))}
     return flat, space, shape, attrs
 
@@ -208,7 +213,7 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
              input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0, slo_scale=1.0, price=None,
              hbm_bandwidth_scale=1.0, flops_scale=1.0, tp=None, tp_prefill=None, tp_decode=None, chunk=None,
              n_prefill=None, n_decode=None, overlap=None, decode_hardware=None, decode_price=None,
-             cache_load_bandwidth=None, dispatch="auto", top=None, gpus=None) -> xr.Dataset:
+             cache_load_bandwidth=None, dispatch="auto", top=None, gpus=None, kv_precision=None) -> xr.Dataset:
     """Cost per SLO-compliant token of colocated, chunked and disaggregated serving for one scenario.
 
     SI units: lengths in tokens, ttft/tpot in s, rate in requests/s, kv_bandwidth in bytes/s per prefill GPU
@@ -216,6 +221,8 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
     fluid cost at the largest compliant rate per GPU; a rate sizes an integral deployment (capped by total_gpus).
     `decode_hardware` puts the disaggregated decode pool on another GPU (priced at `decode_price`, default its
     catalogue price); `cache_load_bandwidth` (bytes/s per prefill GPU) loads prefix-cache hits from a global cache.
+    `precision` is the weights' ("bf16", "fp8"); `kv_precision` the KV cache's (None: the same; vLLM keeps a BF16
+    cache for FP8 weights unless started with --kv-cache-dtype fp8, so `kv_precision="bf16"` models its default).
     Numeric inputs may be 1-D arrays of one common length (dimension `point`). Infeasible contracts come back
     with feasible = 0, NaN costs and a reason, never an exception; user mistakes raise FrontierError.
 
@@ -231,7 +238,7 @@ def evaluate(hardware="h100-80gb-sxm", model="llama-3.1-70b", input_len=2048, ou
               slo_scale=slo_scale, n_prefill=n_prefill, n_decode=n_decode, price=price,
               hbm_bandwidth_scale=hbm_bandwidth_scale, flops_scale=flops_scale, decode_hardware=decode_hardware,
               decode_price=decode_price, cache_load_bandwidth=cache_load_bandwidth, dispatch=dispatch, tp=tp,
-              tp_prefill=tp_prefill, tp_decode=tp_decode, chunk=chunk, overlap=overlap)
+              tp_prefill=tp_prefill, tp_decode=tp_decode, chunk=chunk, overlap=overlap, kv_precision=kv_precision)
     if gpus is not None:
         if top is not None:
             raise FrontierError("gpus= and top= are separate questions; ask one at a time")
@@ -258,7 +265,8 @@ _EVALUATE_DEFAULTS = dict(percentile=0.99, rate=None, kv_bandwidth=None, total_g
                           precision="bf16", input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0,
                           slo_scale=1.0, n_prefill=None, n_decode=None, price=None, hbm_bandwidth_scale=1.0,
                           flops_scale=1.0, decode_hardware=None, decode_price=None, cache_load_bandwidth=None,
-                          dispatch="auto", tp=None, tp_prefill=None, tp_decode=None, chunk=None, overlap=None)
+                          dispatch="auto", tp=None, tp_prefill=None, tp_decode=None, chunk=None, overlap=None,
+                          kv_precision=None)
 
 
 def sweep(spec, out=None, *, overwrite=False, resume=False, chunk=None, progress=False, **run_kw) -> xr.Dataset:
@@ -285,45 +293,49 @@ def sweep(spec, out=None, *, overwrite=False, resume=False, chunk=None, progress
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _resolve(hardware, model, engine, precision):
-    return load_hardware(hardware), load_model(model), inputs.engine_efficiency(engine), precision_flag(precision)
+def _resolve(hardware, model, engine, precision, kv_precision=None):
+    """(Hardware, Model, engine terms, FP8 flag of the weights, FP8 flag of the KV cache)."""
+    fp8 = precision_flag(precision)
+    kv = fp8 if kv_precision is None else precision_flag(kv_precision)
+    return load_hardware(hardware), load_model(model), inputs.engine_efficiency(engine), fp8, kv
 
 
-def prefill_time(hardware, model, tokens, tp, batch=1, *, engine="current", precision="bf16"):
-    """Seconds of one prefill iteration over `batch` prompts of `tokens` tokens on a TP group of `tp` GPUs."""
-    hw, md, eff, fp8 = _resolve(hardware, model, engine, precision)
-    f = jnp.asarray(fp8)
+def prefill_time(hardware, model, tokens, tp, batch=1, *, engine="current", precision="bf16", kv_precision=None):
+    """Seconds of one prefill iteration over `batch` prompts of `tokens` tokens on a TP group of `tp` GPUs
+    (`kv_precision` None: the KV cache in the weights' precision)."""
+    hw, md, eff, fp8, kv = _resolve(hardware, model, engine, precision, kv_precision)
     return lat.prefill_seconds(hw, md, eff, jnp.asarray(tokens, float), jnp.asarray(tp, float),
-                               jnp.asarray(batch, float), f)
+                               jnp.asarray(batch, float), jnp.asarray(fp8), jnp.asarray(kv))
 
 
-def decode_step_time(hardware, model, batch, context, tp, *, engine="current", precision="bf16"):
+def decode_step_time(hardware, model, batch, context, tp, *, engine="current", precision="bf16", kv_precision=None):
     """Seconds of one decode iteration of `batch` sequences at mean context `context` (tokens) on `tp` GPUs."""
-    hw, md, eff, fp8 = _resolve(hardware, model, engine, precision)
+    hw, md, eff, fp8, kv = _resolve(hardware, model, engine, precision, kv_precision)
     return lat.decode_seconds(hw, md, eff, jnp.asarray(batch, float), jnp.asarray(context, float),
-                              jnp.asarray(tp, float), jnp.asarray(fp8))
+                              jnp.asarray(tp, float), jnp.asarray(fp8), jnp.asarray(kv))
 
 
 @jax.jit
-def _closed_loop_batch(hw, md, eff, fp8, i, o, n, g, c):
+def _closed_loop_batch(hw, md, eff, fp8, kv, i, o, n, g, c):
     """closed_loop over 1-D arrays; the catalogue objects are traced arrays, so this compiles once per length."""
     def one(i, o, n, g, c):
-        sc = Scenario.build(input_len=i, output_len=o, ttft=1.0, tpot=1.0, q=0.5, mean_mode=1.0, fp8=fp8)
+        sc = Scenario.build(input_len=i, output_len=o, ttft=1.0, tpot=1.0, q=0.5, mean_mode=1.0, fp8=fp8,
+                            kv_fp8=kv)
         return _closed_loop(Point(hw, md, eff, sc), g, c, n)
     return jax.vmap(one)(i, o, n, g, c)
 
 
 def closed_loop(hardware, model, input_len, output_len, concurrency, tp, *, engine="current", precision="bf16",
-                chunk=2048.0):
+                chunk=2048.0, kv_precision=None):
     """Mean TTFT (s), mean TPOT (s) and throughput (requests/s) of one aggregated (chunked-prefill) instance with
     `concurrency` requests always in flight, as serving benchmarks measure. Every number may be an array."""
     for name, v in (("input_len", input_len), ("output_len", output_len), ("concurrency", concurrency), ("tp", tp)):
         inputs.check_number(name, v)
-    hw, md, eff, fp8 = _resolve(hardware, model, engine, precision)
+    hw, md, eff, fp8, kv = _resolve(hardware, model, engine, precision, kv_precision)
     args = [jnp.asarray(x, float) for x in (input_len, output_len, concurrency, tp, chunk)]
     shape = jnp.broadcast_shapes(*(a.shape for a in args))
     flat = [jnp.broadcast_to(a, shape).ravel() for a in args]
     dt = flat[0].dtype
     as_dt = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dt), tree)  # noqa: E731
-    ttft, tpot, x = _closed_loop_batch(as_dt(hw), as_dt(md), as_dt(eff), jnp.asarray(fp8, dt), *flat)
+    ttft, tpot, x = _closed_loop_batch(as_dt(hw), as_dt(md), as_dt(eff), jnp.asarray(fp8, dt), jnp.asarray(kv, dt), *flat)
     return ttft.reshape(shape), tpot.reshape(shape), x.reshape(shape)

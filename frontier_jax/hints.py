@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from .errors import FrontierError
 
 # Common names that mean something the model spells differently.
-ALIASES = {"precision": {"fp16": "bf16", "float16": "bf16", "half": "bf16", "bfloat16": "bf16", "float8": "fp8",
-                         "fp8_e4m3": "fp8", "e4m3": "fp8"}}
-ALIAS_WHY = {("precision", "bf16"): "16-bit weights and KV run as bf16 in the model",
-             ("precision", "fp8"): "8-bit weights and KV are modelled as fp8"}
+_PRECISION_ALIASES = {"fp16": "bf16", "float16": "bf16", "half": "bf16", "bfloat16": "bf16", "float8": "fp8",
+                      "fp8_e4m3": "fp8", "e4m3": "fp8"}
+ALIASES = {"precision": _PRECISION_ALIASES, "kv_precision": _PRECISION_ALIASES}
+ALIAS_WHY = {("precision", "bf16"): "16-bit weights run as bf16 in the model",
+             ("precision", "fp8"): "8-bit weights are modelled as fp8",
+             ("kv_precision", "bf16"): "a 16-bit KV cache is modelled as bf16",
+             ("kv_precision", "fp8"): "an 8-bit KV cache is modelled as fp8"}
 
 
 def closest(name: str, known: Sequence[str], n: int = 3) -> list[str]:

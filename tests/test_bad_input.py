@@ -176,6 +176,10 @@ CASES = [
     Case("eval_tpot_in_ms", ev(tpot=50), r"tpot = 50 s is above the 10 s limit; tpot is in seconds", sub=True),
     Case("eval_unknown_engine", ev(engine="vllm"), r"unknown engine 'vllm'; known: current, vllm-2023"),
     Case("eval_unknown_precision", ev(precision="int4"), r"unknown precision 'int4'; known: bf16, fp8"),
+    Case("eval_unknown_kv_precision", ev(precision="fp8", kv_precision="fp4"),
+         r"unknown kv_precision 'fp4'; known: bf16, fp8"),
+    sweep_case("unknown_kv_precision", spec(fixed='ttft = 2.0\ntpot = 0.05\nkv_precision = "int8"\n'),
+               r"\[fixed\] kv_precision: unknown kv_precision 'int8'"),
     Case("eval_total_gpus_without_rate", ev(total_gpus=8), r"total_gpus caps an integral deployment: give rate"),
     Case("eval_negative_kv_bandwidth", ev(kv_bandwidth=-1e9), r"kv_bandwidth must be > 0"),
     # ---- other subcommands
@@ -237,7 +241,7 @@ def _api_call(argv: list[str]):
             pass
         evaluate(hardware=a.hardware, model=a.model, input_len=a.isl, output_len=a.osl, ttft=a.ttft, tpot=a.tpot,
                  percentile=pct, rate=a.rate, kv_bandwidth=a.kv_bandwidth, total_gpus=a.total_gpus, engine=a.engine,
-                 precision=a.precision)
+                 precision=a.precision, kv_precision=a.kv_precision)
     elif a.command in ("hardware", "models"):
         if not a.name:
             raise FrontierError(f"`frontier {a.command} show` needs a NAME; see `frontier {a.command} list`")

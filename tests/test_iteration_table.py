@@ -17,7 +17,7 @@ GPUS = ("a100-80gb-sxm", "h100-80gb-sxm", "h200-141gb-sxm")
 
 
 def _point(gpu, model, precision, input_len, output_len):
-    hw, md, eff, fp8 = api._resolve(gpu, model, "current-kernels", precision)
+    hw, md, eff, fp8, _ = api._resolve(gpu, model, "current-kernels", precision)
     sc = Scenario.build(input_len=input_len, output_len=output_len, ttft=2.0, tpot=0.05, q=0.99, mean_mode=0.0,
                         fp8=fp8)
     return Point(hw, md, eff, sc)
@@ -241,7 +241,7 @@ def test_merged_iteration_evaluations_equal_each_composed_alone(precision):
 
 def test_roofline_chunked_bracket_equals_its_iterations_composed_alone():
     """The chunked rate bracket's one evaluation (mixed at batch 0, decode of one sequence) is the roofline's two."""
-    hw, md, eff, fp8 = api._resolve("h100-80gb-sxm", "llama-3.1-70b", "current", "bf16")
+    hw, md, eff, fp8, _ = api._resolve("h100-80gb-sxm", "llama-3.1-70b", "current", "bf16")
     sc = Scenario.build(input_len=5000.0, output_len=300.0, ttft=2.0, tpot=0.05, q=0.99, mean_mode=0.0, fp8=fp8)
     p = Point(hw, md, eff, sc)
     ctx, new = c.mean_context(sc), float(sc.input_len)

@@ -43,6 +43,15 @@ INPUT_BUCKETS = (("input < 2000", 0.0, 2000.0), ("2000 <= input < 6000", 2000.0,
 # (docs/model.md section 10), so its report keeps 2048.
 SERVING_BUDGET = 8192.0
 ROOFLINE_SERVING_BUDGET = 2048.0
+# The KV-cache precision of the FP8 serving runs, which they do not record (vLLM keeps a BF16 cache for FP8 weights
+# unless started with --kv-cache-dtype fp8). Read off the measurements with bytes alone, not the model
+# (docs/model.md section 10; tests/test_calibration_reports.py checks both readings on the CSV):
+# - llama-3.1-70b fp8: BF16. The TP2 run of 8192/1024 tokens at 32 clients keeps 262k-295k tokens in flight,
+#   above the BF16 cache's 224k and below an FP8 cache's 448k, and its TTFT (6.5 s against 1.3 s at 16 clients)
+#   is a KV-bound queue that an FP8 cache would not have.
+# - qwen3-32b fp8: FP8. At TP1 and TP2 the measured TPOT is below the time to read the FP8 weights and a BF16
+#   cache of the running requests at the GPU's peak HBM bandwidth.
+RUN_KV_PRECISION = {("llama-3.1-70b", "fp8"): "bf16", ("qwen3-32b", "fp8"): "fp8"}
 
 
 def _rows(name):
@@ -100,8 +109,14 @@ def serving_data():
     return dict(hw=stacked_hardware([r["hardware"] for r in rows]), md=stacked_models([r["model"] for r in rows]),
                 tp=f("tp"), isl=f("input_len"), osl=f("output_len"), conc=f("concurrency"),
                 fp8=jnp.asarray([float(r["precision"] == "fp8") for r in rows]),
+                kv_fp8=jnp.asarray([float(run_kv_precision(r["model"], r["precision"]) == "fp8") for r in rows]),
                 ttft=f("ttft_ms") / 1e3, tpot=f("tpot_ms") / 1e3,
                 group=[f'{r["model"]}/{r["precision"]}/TP{r["tp"]}' for r in rows])
+
+
+def run_kv_precision(model: str, precision: str) -> str:
+    """The KV-cache precision of a serving run of `model` at `precision` (RUN_KV_PRECISION; else the weights')."""
+    return RUN_KV_PRECISION.get((model, precision), precision)
 
 
 def serving_budget(eff) -> float:
@@ -112,12 +127,12 @@ def serving_budget(eff) -> float:
 def predict_serving(eff: Efficiency, d, arrival_ca2=1.0):
     """Predicted mean TTFT and TPOT (s) of each measured serving run under `eff`; `arrival_ca2` is the squared
     coefficient of variation of the closed loop's arrivals (1: Poisson)."""
-    def one(hw, md, tp, isl, osl, conc, fp8):
+    def one(hw, md, tp, isl, osl, conc, fp8, kv_fp8):
         sc = Scenario.build(input_len=isl, output_len=osl, ttft=1.0, tpot=1.0, q=0.5, mean_mode=1.0, fp8=fp8,
-                            arrival_ca2=arrival_ca2)
+                            kv_fp8=kv_fp8, arrival_ca2=arrival_ca2)
         ttft, tpot, _ = closed_loop(Point(hw, md, eff, sc), tp, jnp.zeros_like(isl) + serving_budget(eff), conc)
         return ttft, tpot
-    return jax.vmap(one)(d["hw"], d["md"], d["tp"], d["isl"], d["osl"], d["conc"], d["fp8"])
+    return jax.vmap(one)(d["hw"], d["md"], d["tp"], d["isl"], d["osl"], d["conc"], d["fp8"], d["kv_fp8"])
 
 
 def _loss_fn(engine):

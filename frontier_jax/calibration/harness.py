@@ -35,6 +35,7 @@ from ..costmodel.catalog import load_efficiency, load_hardware, load_model, prec
 from ..errors import FrontierError
 from ..resources import data_file
 from ..sim import run_closed_loop
+from .fit import run_kv_precision
 
 HARDWARE = "h100-80gb-sxm"
 CHUNK = 8192         # vLLM's default max_num_batched_tokens, OpenAI server, GPUs of >= 70 GiB other than A100
@@ -46,11 +47,12 @@ LONG_PROMPT = 4000.0
 @functools.lru_cache(maxsize=None)
 def _cost_fn(model: str, precision: str):
     hw, md, fp8 = load_hardware(HARDWARE), load_model(model), precision_flag(precision)
+    kv = precision_flag(run_kv_precision(model, precision))
     fit = kn.kernel_set(hw)
 
     @jax.jit
     def seconds(eng, tp, b, context, seqs, tokens, prefix, sampled):
-        o = ops.pieces_iteration_ops(hw, md, fit, seqs, tokens, prefix, b, context, sampled, tp, fp8)
+        o = ops.pieces_iteration_ops(hw, md, fit, seqs, tokens, prefix, b, context, sampled, tp, fp8, kv)
         return ops.total_seconds(md, o) + lat.engine_seconds(hw, md, eng, b + jnp.sum(seqs * tokens))
     return seconds
 
@@ -78,7 +80,8 @@ def iteration_cost(model: str, precision: str, tp: int, eng):
 
 def kv_batch(model: str, precision: str, tp: int, input_len: int, output_len: int) -> int:
     """Requests whose whole KV (input + output tokens) fits on the TP group (vLLM's gpu_memory_utilization 0.9)."""
-    cap = lat.kv_capacity_tokens(load_hardware(HARDWARE), load_model(model), float(tp), precision_flag(precision))
+    cap = lat.kv_capacity_tokens(load_hardware(HARDWARE), load_model(model), float(tp), precision_flag(precision),
+                                 kv_fp8=precision_flag(run_kv_precision(model, precision)))
     return max(1, int(float(cap) // (input_len + output_len)))
 
 

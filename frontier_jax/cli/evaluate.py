@@ -26,7 +26,9 @@ def register(sub) -> None:
                                                          "each architecture carries on them, and its cost")
     e.add_argument("--engine", default="current", help="current | vllm-2023 (roofline); current-kernels | "
                    "vllm-2023-kernels (iterations from measured kernels)")
-    e.add_argument("--precision", default="bf16", help="bf16 | fp8")
+    e.add_argument("--precision", default="bf16", help="weights: bf16 | fp8")
+    e.add_argument("--kv-precision", help="KV cache: bf16 | fp8 (default: the weights'; vLLM keeps a bf16 cache "
+                                          "for fp8 weights unless started with --kv-cache-dtype fp8)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=run)
 
@@ -45,7 +47,8 @@ def run(a) -> None:
             pass  # evaluate rejects it with the API's one-line message
     ds = evaluate(hardware=a.hardware, model=a.model, input_len=a.isl, output_len=a.osl, ttft=a.ttft, tpot=a.tpot,
                   percentile=pct, rate=a.rate, kv_bandwidth=a.kv_bandwidth, total_gpus=a.total_gpus,
-                  engine=a.engine, precision=a.precision, price=a.price, top=a.top, gpus=a.gpus)
+                  engine=a.engine, precision=a.precision, price=a.price, top=a.top, gpus=a.gpus,
+                  kv_precision=a.kv_precision)
     if a.top is not None:
         return _print_top(a, ds)
     if a.gpus is not None:
@@ -118,8 +121,10 @@ def assumptions_line(ds) -> str:
     src = "catalogue" if str(t["price_source"]).startswith("catalogue") else "given"
     date = f", {t['price_date']}" if t.get("price_date") else ""
     kv_src = "the GPU's NIC" if str(t["kv_bandwidth_source"]).startswith("the GPU") else "given"
+    kv_cache = str(t.get("kv_precision", t["precision"])).split(" ")[0]
+    precision = t["precision"] if kv_cache == t["precision"] else f"{t['precision']}, KV cache {kv_cache}"
     return (f"assumptions: price {t['price']} USD/GPU-hour ({src}{date}); KV bandwidth {kv_txt} per prefill GPU "
-            f"({kv_src}); engine {t['engine']}; precision {t['precision']}; percentile {t['percentile']}; dispatch "
+            f"({kv_src}); engine {t['engine']}; precision {precision}; percentile {t['percentile']}; dispatch "
             f"{str(t['dispatch']).split(' ')[0]}; arrivals {t['arrivals']}")
 
 

@@ -80,7 +80,7 @@ def receive_wait(p: Point, tp_decode, utilization):
     instances (Poisson) at `utilization`, with service T = I x KV bytes / (tp_decode x B_kv): the exponential tail
     P(W > t) = rho exp(-t / m), m = E[W | W > 0] = E[T^2] / (2 E[T] (1 - rho)) (Pollaczek-Khinchine)."""
     sc = p.sc
-    t_mean = sc.input_len * lat.kv_bytes_per_token(p.model, sc.fp8) / tp_decode / sc.kv_bandwidth
+    t_mean = sc.input_len * lat.kv_bytes_per_token(p.model, sc.kv_fp8) / tp_decode / sc.kv_bandwidth
     m = t_mean * (1.0 + sc.input_cv**2) / (2.0 * (1.0 - utilization))
     rho = jnp.maximum(utilization, 1e-300)
     quant = m * jnp.maximum(jnp.log(rho) - jnp.log1p(-sc.q), 0.0)
@@ -118,7 +118,7 @@ def receive_utilization_cap(p: Point, tp_decode, pre: PrefillPool):
 def receive_seconds(p: Point, cap):
     """Decode-GPU seconds of KV receiving per request at a link utilisation of `cap`."""
     sc = p.sc
-    return sc.input_len * lat.kv_bytes_per_token(p.model, sc.fp8) / sc.kv_bandwidth / cap
+    return sc.input_len * lat.kv_bytes_per_token(p.model, sc.kv_fp8) / sc.kv_bandwidth / cap
 
 
 def _disaggregated_cost(p: Point, demand: Demand, blind: LinkBlind, pre: PrefillPool, usd, usd_decode) -> ArchCost:

@@ -91,12 +91,13 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
           total_gpus=None, engine="current", precision="bf16", input_cv=0.0, output_cv=0.0, arrival_ca2=1.0,
           cache_hit=0.0, slo_scale=1.0, n_prefill=None, n_decode=None, price=None, hbm_bandwidth_scale=1.0,
           flops_scale=1.0, decode_hardware=None, decode_price=None, cache_load_bandwidth=None, dispatch="auto",
-          units_guard=True):
+          units_guard=True, kv_precision=None):
     """Validated (Point, Demand, price) with every leaf broadcast to one common shape. `decode_hardware` puts the
     disaggregated decode pool on another GPU, priced at `decode_price` (default its catalogue price);
     `cache_load_bandwidth` (bytes/s per prefill GPU) loads the prefix-cache hits from a global cache (Mooncake).
     `dispatch` ("auto", "random", "central", "jsq") is how every pool shares its arrivals; "auto": a central queue
-    for the prefill pool, JSQ elsewhere.
+    for the prefill pool, JSQ elsewhere. `kv_precision` ("bf16", "fp8"; None: the `precision`'s) is the KV
+    cache's: vLLM keeps a BF16 cache for FP8 weights unless started with `--kv-cache-dtype fp8`.
     `units_guard=False` allows contract bounds above MAX_TTFT_S / MAX_TPOT_S (for internal bounds that must never
     bind)."""
     hw = load_hardware(hardware)
@@ -104,6 +105,7 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
     md = load_model(model)
     eff = engine_efficiency(engine)
     fp8 = precision_flag(precision)
+    kv_fp8 = fp8 if kv_precision is None else precision_flag(kv_precision)
     q, mean_mode = percentile_value(percentile)
     values = dict(
         input_len=check_number("input_len", input_len), output_len=check_number("output_len", output_len),
@@ -125,6 +127,7 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
         cache_load_bandwidth=(np.asarray(np.inf) if cache_load_bandwidth is None
                               else check_number("cache_load_bandwidth", cache_load_bandwidth)),
         q=np.asarray(q), mean_mode=np.asarray(mean_mode), fp8=np.asarray(fp8),
+        kv_fp8=np.asarray(kv_fp8),
         dispatch=np.asarray(dispatch_code(dispatch)))
     if units_guard:
         check_contract_units(values["ttft"], values["tpot"])
@@ -159,7 +162,7 @@ def assemble(hw, md, eff, v):
     sc = Scenario.build(input_len=v["input_len"], output_len=v["output_len"], input_cv=v["input_cv"],
                         output_cv=v["output_cv"], ttft=v["ttft"] * scale, tpot=v["tpot"] * scale, q=v["q"],
                         mean_mode=v["mean_mode"], arrival_ca2=v["arrival_ca2"], kv_bandwidth=v["kv_bandwidth"],
-                        cache_hit=v["cache_hit"], fp8=v["fp8"],
+                        cache_hit=v["cache_hit"], fp8=v["fp8"], kv_fp8=v.get("kv_fp8", v["fp8"]),
                         cache_load_bandwidth=v.get("cache_load_bandwidth",
                                                    jnp.full_like(v["input_len"], NO_LINK_LIMIT)))
     hw = hw._replace(hbm_bandwidth=hw.hbm_bandwidth * v["hbm_bandwidth_scale"],

@@ -159,10 +159,10 @@ def iteration_table(p: Point, tp, context) -> IterationTable:
     gemm = kn.base_seconds(kern.tables.gemm, terms, last(g)) * jnp.exp(kn.on_cut_cells(gemm_cut, i, w))
     # the decodes' KV read along the batch
     hq, hkv = ops.heads_per_gpu(md, tp)
-    gg = kn._dtype_entry(kern, p.sc.fp8)
+    gg = kn._dtype_entry(kern, p.sc.kv_fp8)
     gen_cut = kn.cut(kern.tables.generation, gg, 0, (None, context, hq, hkv, md.head_dim))
     hw1 = jax.tree.map(last, p.hw)
-    terms = kn.generation_terms(hw1, x, last(context), last(hq), last(hkv), last(md.head_dim), last(p.sc.fp8))
+    terms = kn.generation_terms(hw1, x, last(context), last(hq), last(hkv), last(md.head_dim), last(p.sc.kv_fp8))
     i, w = (jnp.asarray(a)[gg] for a in _knot_cells("generation", 0))
     gen = kn.base_seconds(kern.tables.generation, terms, last(gg)) * jnp.exp(kn.on_cut_cells(gen_cut, i, w))
     allreduce = 2.0 * kn.allreduce_seconds(kern, hw1, x * last(md.hidden), last(tp))
@@ -170,7 +170,7 @@ def iteration_table(p: Point, tp, context) -> IterationTable:
               + lat.engine_seconds(hw1, jax.tree.map(last, md), jax.tree.map(last, p.eff), x))
     gen, head = last(md.layers) * gen, gemm[..., 4, :]
     riding = gen + _at(x + 1.0, head)[0]  # the LM head also samples the chunk's token: the head table at B + 1
-    cut = kn.context_slice(kern, hq, hkv, md.head_dim, p.sc.fp8)
+    cut = kn.context_slice(kern, hq, hkv, md.head_dim, p.sc.kv_fp8)
     return IterationTable(linear, linear + gen + head, riding, cut)
 
 
@@ -182,7 +182,7 @@ def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None =
     hq, hkv = ops.heads_per_gpu(p.model, tp)
     on = tokens > 0
     kern, safe = kn.kernel_set(p.hw), jnp.where(on, tokens, 1.0)
-    args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.fp8)
+    args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.kv_fp8)
     if length is not None:
         t = kn.context_seconds_prepared(length, p.hw, *args)
     elif table is None:
@@ -198,7 +198,7 @@ def length_terms(p: Point, tp, table: IterationTable, length) -> kn.PreparedCont
     axis of its own)."""
     hq, hkv = ops.heads_per_gpu(p.model, tp)
     return kn.prepare_context(kn.kernel_set(p.hw), p.hw, kn.on_cut(table.context_cut, length), length, hq, hkv,
-                              p.model.head_dim, p.sc.fp8)
+                              p.model.head_dim, p.sc.kv_fp8)
 
 
 def decode_seconds(table: IterationTable, batch):

@@ -32,8 +32,10 @@ INPUTS: Mapping[str, InputSpec] = {
         InputSpec("hardware", "categorical", "1", "GPU type", choices_fn=catalog.list_hardware),
         InputSpec("model", "categorical", "1", "model", choices_fn=catalog.list_models),
         InputSpec("engine", "categorical", "1", "serving-engine generation", choices_fn=lambda: list(catalog.ENGINES)),
-        InputSpec("precision", "categorical", "1", "weight and KV precision",
-                  choices_fn=lambda: list(catalog.PRECISIONS)),
+        InputSpec("precision", "categorical", "1", "weight precision (and the KV cache's unless kv_precision is "
+                  "given)", choices_fn=lambda: list(catalog.PRECISIONS)),
+        InputSpec("kv_precision", "categorical", "1", "KV-cache precision (vLLM's --kv-cache-dtype; default: the "
+                  "weights' precision)", choices_fn=lambda: list(catalog.PRECISIONS)),
         InputSpec("dispatch", "categorical", "1", "how each pool shares its arrivals (auto: a central queue for "
                   "the prefill pool, JSQ elsewhere)", choices_fn=lambda: list(DISPATCH_CHOICES)),
         positive("input_len", "1", "mean input (prompt) length in tokens"),
@@ -63,7 +65,7 @@ REQUIRED = ("hardware", "model", "ttft", "tpot")
 DEFAULTS = dict(percentile=0.99, input_cv=0.0, output_cv=0.0, arrival_ca2=1.0, cache_hit=0.0, slo_scale=1.0,
                 rate=np.nan, total_gpus=np.inf, price_scale=1.0, hbm_bandwidth_scale=1.0, flops_scale=1.0)
 EXTRA_COORDS = {ARCH_COORD[0]: ARCH_COORD[1:]}
-CATEGORICAL = ("hardware", "model", "engine", "precision", "dispatch")
+CATEGORICAL = ("hardware", "model", "engine", "precision", "kv_precision", "dispatch")
 
 
 def load_sweep_spec(src: str | os.PathLike | Mapping[str, Any]) -> SweepSpec:
@@ -97,8 +99,9 @@ def sweep_assumptions(spec: SweepSpec) -> dict[str, str]:
         prices.append(f"{h}: {float(p.get('value')):g} ({p.get('source', '')}; {p.get('date', '')})")
         nics.append(f"{h}: {float(nic.get('value')):g} ({nic.get('source', '')})")
     given = set(spec.input_names)
-    defaults = {"engine": "current", "precision": "bf16", "dispatch": "auto (central queue in fluid mode, "
-                "join-the-shortest-queue with a rate)", "arrival_ca2": "1 (Poisson arrivals)"}
+    defaults = {"engine": "current", "precision": "bf16", "kv_precision": "the weights' precision",
+                "dispatch": "auto (central queue in fluid mode, join-the-shortest-queue with a rate)",
+                "arrival_ca2": "1 (Poisson arrivals)"}
     out = {"assumed_price": "USD/GPU-hour, the catalogue's" + (" (scaled by price_scale)" if "price_scale" in given
                                                                 else "") + ": " + "; ".join(prices),
            "assumed_kv_bandwidth": ("the kv_bandwidth input (byte s-1 per prefill GPU)" if "kv_bandwidth" in given
@@ -132,27 +135,29 @@ def check_spec(spec: SweepSpec) -> None:
 
 
 def stacked_tables(choices: Mapping[str, tuple], engines=("current",)) -> tuple:
-    """(Hardware, Model, engine terms with leaves stacked over the spec's choices, index of fp8 among precisions).
-    `engines`: those the spec uses (one latency form)."""
+    """(Hardware, Model, engine terms with leaves stacked over the spec's choices, index of fp8 among the
+    precisions, among the KV precisions). `engines`: those the spec uses (one latency form)."""
     return (catalog.stacked_hardware(list(choices["hardware"])), catalog.stacked_models(list(choices["model"])),
             catalog.stacked_efficiency(tuple(choices.get("engine", ("current",))), engines),
-            list(choices.get("precision", catalog.PRECISIONS)).index("fp8"))
+            list(choices.get("precision", catalog.PRECISIONS)).index("fp8"),
+            list(choices.get("kv_precision", catalog.PRECISIONS)).index("fp8"))
 
 
 def point_inputs(pts: dict, tables) -> tuple:
     """(Point, Demand, price in USD per GPU-hour) for a batch of points from the kernel's input arrays."""
-    hw_t, md_t, eff_t, fp8_index = tables
+    hw_t, md_t, eff_t, fp8_index, kv_fp8_index = tables
     take = lambda table, key: jax.tree.map(lambda t: t[pts[key]], table)  # noqa: E731
     hw, md = take(hw_t, "hardware"), take(md_t, "model")
     n = pts["hardware"].shape[0]
     dt = jnp.result_type(float)
     eff = take(eff_t, "engine") if "engine" in pts else jax.tree.map(lambda t: jnp.broadcast_to(t[0], (n,)), eff_t)
     fp8 = (pts["precision"] == fp8_index).astype(dt) if "precision" in pts else jnp.zeros((n,), dt)
+    kv_fp8 = (pts["kv_precision"] == kv_fp8_index).astype(dt) if "kv_precision" in pts else fp8
     v = {k: jnp.broadcast_to(jnp.asarray(d, dt), (n,)) for k, d in DEFAULTS.items()}
     v.update({k: x.astype(dt) for k, x in pts.items() if k not in CATEGORICAL})
     v["q"] = v.pop("percentile")
     v["kv_bandwidth"] = v["kv_bandwidth"] if "kv_bandwidth" in pts else hw.nic_bandwidth
-    v.update(mean_mode=jnp.zeros((n,), dt), fp8=fp8, n_prefill=jnp.zeros((n,), dt), n_decode=jnp.zeros((n,), dt))
+    v.update(mean_mode=jnp.zeros((n,), dt), fp8=fp8, kv_fp8=kv_fp8, n_prefill=jnp.zeros((n,), dt), n_decode=jnp.zeros((n,), dt))
     v["dispatch"] = (pts["dispatch"].astype(dt) - 1.0) if "dispatch" in pts else jnp.full((n,), -1.0, dt)
     point, demand, _ = assemble(hw, md, eff, v)
     return point, demand, hw.price * v["price_scale"]

@@ -96,29 +96,32 @@ def _context(hw, model, fit, heads, seqs, tokens, prefix, fp8):
 
 
 def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, prefill_tokens, prefix, decode_seqs,
-                  context, sampled, tp, fp8=0.0) -> OpTimes:
+                  context, sampled, tp, fp8=0.0, kv_fp8=None) -> OpTimes:
     """Per-operation seconds of an iteration with `prefill_seqs` prompts of `prefill_tokens` new tokens after
-    `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens."""
+    `prefix` cached ones, `decode_seqs` decodes at KV length `context`, and `sampled` LM-head tokens. `fp8`: FP8
+    GEMMs; `kv_fp8` (None: as `fp8`): the attention kernels read an FP8 KV cache."""
     t = prefill_seqs * prefill_tokens + decode_seqs
     heads = heads_per_gpu(model, tp)
+    kv = fp8 if kv_fp8 is None else kv_fp8
     qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
-    ctx = _context(hw, model, fit, heads, prefill_seqs, prefill_tokens, prefix, fp8)
-    gen = _generation(hw, model, fit, heads, decode_seqs, context, fp8)
+    ctx = _context(hw, model, fit, heads, prefill_seqs, prefill_tokens, prefix, kv)
+    gen = _generation(hw, model, fit, heads, decode_seqs, context, kv)
     ar = _allreduces(hw, model, fit, t, tp)
     return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
 
 
 def pieces_iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, seqs, tokens, prefix, decode_seqs, context,
-                         sampled, tp, fp8=0.0) -> OpTimes:
+                         sampled, tp, fp8=0.0, kv_fp8=None) -> OpTimes:
     """iteration_ops of an iteration whose prompt tokens come in pieces on the trailing axis: `seqs[..., j]` prompts
     of `tokens[..., j]` new tokens after `prefix[..., j]` cached ones each (several prompts in one chunk: each
     piece's attention is its own, the GEMMs see the iteration's total)."""
     t = jnp.sum(seqs * tokens, axis=-1) + decode_seqs
+    kv = fp8 if kv_fp8 is None else kv_fp8
     qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
     hq, hkv = heads_per_gpu(model, tp)
     ctx = jnp.sum(_context(hw, model, fit, (jnp.asarray(hq)[..., None], jnp.asarray(hkv)[..., None]), seqs, tokens,
-                           prefix, fp8), axis=-1)
-    gen = _generation(hw, model, fit, (hq, hkv), decode_seqs, context, fp8)
+                           prefix, kv), axis=-1)
+    gen = _generation(hw, model, fit, (hq, hkv), decode_seqs, context, kv)
     ar = _allreduces(hw, model, fit, t, tp)
     return OpTimes(qkv, ctx + gen, out, gate_up, down, ar, lm)
 
@@ -128,23 +131,24 @@ def total_seconds(model: Model, ops: OpTimes, overhead=0.0):
     return model.layers * ops.layer() + ops.lm_head + overhead
 
 
-def prefill_iteration_seconds(hw, model, fit, tokens, prefix, tp, fp8=0.0, batch=1.0, overhead=0.0):
+def prefill_iteration_seconds(hw, model, fit, tokens, prefix, tp, fp8=0.0, batch=1.0, overhead=0.0, kv_fp8=None):
     """Seconds of a prefill iteration: `batch` prompts of `tokens` new tokens each after `prefix` cached tokens
     (prefix-cache hits), one sampled token per prompt, on a TP group of `tp` GPUs."""
-    ops = iteration_ops(hw, model, fit, batch, tokens, prefix, 0.0, 1.0, batch, tp, fp8)
+    ops = iteration_ops(hw, model, fit, batch, tokens, prefix, 0.0, 1.0, batch, tp, fp8, kv_fp8)
     return total_seconds(model, ops, overhead)
 
 
-def decode_iteration_seconds(hw, model, fit, batch, context, tp, fp8=0.0, overhead=0.0):
+def decode_iteration_seconds(hw, model, fit, batch, context, tp, fp8=0.0, overhead=0.0, kv_fp8=None):
     """Seconds of a decode iteration of `batch` sequences reading `context` cached tokens each (KV length)."""
-    ops = iteration_ops(hw, model, fit, 0.0, 0.0, 0.0, batch, context, batch, tp, fp8)
+    ops = iteration_ops(hw, model, fit, 0.0, 0.0, 0.0, batch, context, batch, tp, fp8, kv_fp8)
     return total_seconds(model, ops, overhead)
 
 
-def mixed_iteration_seconds(hw, model, fit, batch, context, chunk_tokens, chunk_prefix, tp, fp8=0.0, overhead=0.0):
+def mixed_iteration_seconds(hw, model, fit, batch, context, chunk_tokens, chunk_prefix, tp, fp8=0.0, overhead=0.0,
+                            kv_fp8=None):
     """Seconds of a chunked-prefill iteration: `batch` decodes at KV length `context` plus one prompt chunk of
     `chunk_tokens` tokens after `chunk_prefix` tokens of its prompt already in the KV cache (the chunk samples one
     token, as its last chunk does)."""
     sampled = batch + jnp.where(chunk_tokens > 0, 1.0, 0.0)
-    ops = iteration_ops(hw, model, fit, 1.0, chunk_tokens, chunk_prefix, batch, context, sampled, tp, fp8)
+    ops = iteration_ops(hw, model, fit, 1.0, chunk_tokens, chunk_prefix, batch, context, sampled, tp, fp8, kv_fp8)
     return total_seconds(model, ops, overhead)

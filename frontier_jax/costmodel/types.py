@@ -115,22 +115,25 @@ class Scenario(NamedTuple):
     arrival_ca2: jax.Array   # squared coefficient of variation of inter-arrival times (1 = Poisson)
     kv_bandwidth: jax.Array  # bytes/s per prefill GPU (NO_LINK_LIMIT: free transfers)
     cache_hit: jax.Array     # fraction of prompt tokens served from a prefix KV cache
-    fp8: jax.Array           # 1: FP8 weights, KV and tensor cores
+    fp8: jax.Array           # 1: FP8 weights and tensor cores
+    kv_fp8: jax.Array        # 1: FP8 KV cache (its bytes, capacity, transfers and attention kernels)
     cache_load_bandwidth: jax.Array  # bytes/s per prefill GPU from a global prefix cache (NO_LINK_LIMIT: local)
     z: jax.Array             # ndtri(q), the standard normal quantile of the percentile
 
     @classmethod
     def build(cls, *, input_len, output_len, ttft, tpot, input_cv=0.0, output_cv=0.0, q=0.99, mean_mode=0.0,
-              arrival_ca2=1.0, kv_bandwidth=NO_LINK_LIMIT, cache_hit=0.0, fp8=0.0,
+              arrival_ca2=1.0, kv_bandwidth=NO_LINK_LIMIT, cache_hit=0.0, fp8=0.0, kv_fp8=None,
               cache_load_bandwidth=NO_LINK_LIMIT) -> "Scenario":
-        """A Scenario from keyword arrays (broadcast against input_len's dtype); z is computed here, once."""
+        """A Scenario from keyword arrays (broadcast against input_len's dtype); z is computed here, once.
+        `kv_fp8` None: the KV cache takes the weights' precision (`fp8`)."""
         from .queueing import ndtri
 
         dt = jnp.result_type(input_len, float)
         f = lambda x: jnp.asarray(x, dt)  # noqa: E731
         q = f(q)
         return cls(f(input_len), f(output_len), f(input_cv), f(output_cv), f(ttft), f(tpot), q, f(mean_mode),
-                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), f(cache_load_bandwidth), ndtri(q))
+                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), f(fp8 if kv_fp8 is None else kv_fp8),
+                   f(cache_load_bandwidth), ndtri(q))
 
 
 class Point(NamedTuple):

@@ -34,7 +34,7 @@ def make_kernel(key: KernelKey) -> Callable[[dict], dict]:
 
 def _build_kernel(key: KernelKey) -> Callable[[dict], dict]:
     tables = stacked_tables(dict(key.choices), key.engines)
-    hw_t, _, eff_t, _ = tables
+    hw_t, _, eff_t, _, _ = tables
     axis, log, solver, space = key.solve_for, key.log, key.solver, key.space
     inputs = [(i, t.name) for i, t in enumerate(key.thetas) if t.source == "input"]
     effs = [(i, t.name) for i, t in enumerate(key.thetas) if t.source == "efficiency"]

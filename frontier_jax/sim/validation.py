@@ -68,18 +68,18 @@ def iteration_costs(point: Point, tp: float, fast: bool = True) -> IterationCost
     k x prefix, k^2) whose coefficients are read off the roofline; used only where they reproduce the roofline
     to 1e-9 at random iterations (else the direct evaluation, ~8 us a call)."""
     hw, md, eff = _np_tree(point.hw), _np_tree(point.model), _np_tree(point.eff)
-    fp8 = float(point.sc.fp8)
+    fp8, kv = float(point.sc.fp8), float(point.sc.kv_fp8)
 
     def t(cost):
         return lat.iteration_time(hw, md, eff, *cost, tp, fp8, xp=np)
 
     def decode(b, ctx):
-        return float(t(lat.decode_cost(md, b, ctx / max(b, 1), fp8)))
+        return float(t(lat.decode_cost(md, b, ctx / max(b, 1), fp8, kv)))
 
     def mixed(b, ctx, k, pre):
-        return float(t(lat.mixed_cost(md, b, ctx / max(b, 1), k, pre, fp8)))
+        return float(t(lat.mixed_cost(md, b, ctx / max(b, 1), k, pre, fp8, kv)))
 
-    costs = IterationCosts(prefill=lambda n: t(lat.prefill_cost(md, np.asarray(n, float), 1.0, fp8)),
+    costs = IterationCosts(prefill=lambda n: t(lat.prefill_cost(md, np.asarray(n, float), 1.0, fp8, kv)),
                            decode=decode, mixed=mixed)
     if not fast:
         return costs
@@ -108,7 +108,7 @@ def iteration_costs(point: Point, tp: float, fast: bool = True) -> IterationCost
         b = int(rng.integers(0, 512))
         return b, float(b * rng.uniform(1, 32768))
 
-    dec = fit(lambda b, ctx: (1.0, b, ctx), lambda b, ctx: lat.decode_cost(md, b, ctx / max(b, 1), fp8),
+    dec = fit(lambda b, ctx: (1.0, b, ctx), lambda b, ctx: lat.decode_cost(md, b, ctx / max(b, 1), fp8, kv),
               draw_decode, decode)
 
     def draw_mixed():
@@ -116,7 +116,7 @@ def iteration_costs(point: Point, tp: float, fast: bool = True) -> IterationCost
         return b, ctx, int(rng.integers(0, 8192)), int(rng.integers(0, 32768))
 
     mix = fit(lambda b, ctx, k, pre: (1.0, b, ctx, k, pre, k * pre, k * k),
-              lambda b, ctx, k, pre: lat.mixed_cost(md, b, ctx / max(b, 1), k, pre, fp8), draw_mixed, mixed)
+              lambda b, ctx, k, pre: lat.mixed_cost(md, b, ctx / max(b, 1), k, pre, fp8, kv), draw_mixed, mixed)
     if dec is not None:
         (a0, a1, a2), (m0, m1, m2) = dec
 

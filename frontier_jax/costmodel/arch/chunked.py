@@ -34,8 +34,8 @@ def _chunk_tokens(p: c.Point, chunk, batch):
 
 def _direct_step(p: c.Point, tp, chunk, batch, ctx):
     k_eff, prefix = _chunk_tokens(p, chunk, batch)
-    t_mix = lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, k_eff, prefix, tp, p.sc.fp8)
-    return k_eff, t_mix, lat.decode_seconds(p.hw, p.model, p.eff, batch, ctx, tp, p.sc.fp8)
+    t_mix = lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, k_eff, prefix, tp, p.sc.fp8, p.sc.kv_fp8)
+    return k_eff, t_mix, lat.decode_seconds(p.hw, p.model, p.eff, batch, ctx, tp, p.sc.fp8, p.sc.kv_fp8)
 
 
 class MixedTable(NamedTuple):
@@ -96,7 +96,7 @@ def _mixed_step(p: c.Point, tp, chunk, b, ctx, table=None):
 def _plain(p: c.Point, tp, b, ctx, table=None):
     """Seconds of a decode-only iteration at batch 1 + b."""
     if table is None:
-        return lat.decode_seconds(p.hw, p.model, p.eff, 1.0 + b, ctx, tp, p.sc.fp8)
+        return lat.decode_seconds(p.hw, p.model, p.eff, 1.0 + b, ctx, tp, p.sc.fp8, p.sc.kv_fp8)
     return it.decode_seconds(table.iters, 1.0 + b)
 
 
@@ -108,7 +108,7 @@ def _plain_alone(p: c.Point, tp, ctx, table=None):
 def _mixed(p: c.Point, tp, batch, ctx, tokens, prefix, table=None, length=None):
     """Seconds of a mixed iteration (`length`: the chunk attention's iteration_table.length_terms, where known)."""
     if table is None:
-        return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8)
+        return lat.mixed_seconds(p.hw, p.model, p.eff, batch, ctx, tokens, prefix, tp, p.sc.fp8, p.sc.kv_fp8)
     return it.mixed_seconds(p, tp, table.iters, batch, tokens, prefix, length=length)
 
 
@@ -296,11 +296,11 @@ def rate_upper(p: c.Point, tp, chunk, table: MixedTable | None = None):
         k, prefix = _chunk_tokens(p, chunk, 0.0)
         pair = lambda a, b: jnp.stack(jnp.broadcast_arrays(a, b), axis=-1)  # noqa: E731
         t = lat.mixed_seconds(p.hw, p.model, p.eff, pair(0.0, 1.0), _last(ctx), pair(k, 0.0), pair(prefix, 0.0),
-                              _last(tp), _last(sc.fp8))
+                              _last(tp), _last(sc.fp8), _last(sc.kv_fp8))
         t_mix, t_one = t[..., 0], t[..., 1]
     else:
         k, t_mix, _ = _direct_step(p, tp, chunk, 0.0, ctx)
-        t_one = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8)
+        t_one = lat.decode_seconds(p.hw, p.model, p.eff, 1.0, ctx, tp, sc.fp8, sc.kv_fp8)
     prefill_limit = 1.5 * k / (new * t_mix)
     mem = 2.0 * (c.kv_batch_limit(p, tp, ctx) + 1.0) / (c.decode_steps(sc) * t_one)
     return jnp.minimum(prefill_limit, mem)

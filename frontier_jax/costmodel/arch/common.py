@@ -99,7 +99,8 @@ def decode_affine(p: Point, tp, context, step_time=None):
         hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
         b = np.asarray(DECODE_KNOTS)
         knots = jnp.asarray(b, jnp.result_type(float))
-        t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8)) if step_time is None
+        t_all = (lat.decode_seconds(hw, md, eff, knots, last(context), last(tp), last(p.sc.fp8),
+                                     last(p.sc.kv_fp8)) if step_time is None
                  else step_time(knots))
         # The envelope's last edge, into the last knot: no supporting line needs a steeper slope. A steeper secant
         # (a bump at small batches) would only matter beyond the last knot, where its line would overtake the
@@ -113,8 +114,8 @@ def decode_affine(p: Point, tp, context, step_time=None):
         gap = t_all[..., None, :] - s[..., None] * b
         a = jnp.take_along_axis(gap, jnp.argmin(gap, axis=-1)[..., None], axis=-1)[..., 0]
         return tuple((a[..., i], s[..., i]) for i in range(len(DECODE_KNOTS) - 1))
-    t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8)
-    f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8)
+    t0 = lat.decode_seconds(p.hw, p.model, p.eff, 0.0, context, tp, p.sc.fp8, p.sc.kv_fp8)
+    f1, m1, _ = lat.decode_cost(p.model, 1.0, context, p.sc.fp8, p.sc.kv_fp8)
     eta_f = p.eff.eta_flops * tp ** (-p.eff.eta_flops_decay)
     eta_b = p.eff.eta_hbm * tp ** (-p.eff.eta_hbm_decay)
     s_compute = f1 / (tp * lat.peak_flops(p.hw, p.sc.fp8) * eta_f)
@@ -180,7 +181,7 @@ def batch_variance_over_lifetime(b):
 
 def kv_batch_limit(p: Point, tp, context):
     """Sequences of mean context `context` whose KV cache fits on a TP group of `tp` GPUs."""
-    return lat.kv_capacity_tokens(p.hw, p.model, tp, p.sc.fp8) / context
+    return lat.kv_capacity_tokens(p.hw, p.model, tp, p.sc.fp8, kv_fp8=p.sc.kv_fp8) / context
 
 
 def _prompt_lengths(p: Point):
@@ -206,7 +207,7 @@ def _iteration_seconds(p: Point, tp, lengths, context=0.0, batches=()):
 
     hw, md, eff = (jax.tree.map(last, t) for t in (p.hw, p.model, p.eff))
     return lat.mixed_seconds(hw, md, eff, cat(zl, b), cat(zl, zb + last(context)), cat((1.0 - h) * lengths, zb),
-                             cat(h * lengths, zb), last(tp), last(p.sc.fp8))
+                             cat(h * lengths, zb), last(tp), last(p.sc.fp8), last(p.sc.kv_fp8))
 
 
 def prefill_nodes(p: Point, tp):

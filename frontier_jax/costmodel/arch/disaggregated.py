@@ -30,7 +30,7 @@ class Link(enum.IntEnum):
 
 def transfer_nodes(p: c.Point, tp, nodes):
     """Seconds to move the KV of prompts of `nodes` tokens over the instance's tp links."""
-    return nodes * lat.kv_bytes_per_token(p.model, p.sc.fp8) / (tp * p.sc.kv_bandwidth)
+    return nodes * lat.kv_bytes_per_token(p.model, p.sc.kv_fp8) / (tp * p.sc.kv_bandwidth)
 
 
 def exposed_transfer(transfer, prefill, layers, overlap):
@@ -75,7 +75,7 @@ def prefill_latency(p: c.Point, tp, overlap, link, lam, pool: c.Pool = c.LONE,
     rho = lam * qu.expect(s, w)
     zero = jnp.zeros_like(rho)
     # The instance must hold its weights and at least one prompt's KV.
-    room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8) / sc.input_len
+    room = lat.kv_capacity_tokens(p.hw, p.model, tp, sc.fp8, kv_fp8=sc.kv_fp8) / sc.input_len
     return c.Latency(ttft, zero, zero, zero + 1.0, room, rho, zero)
 
 
@@ -106,7 +106,7 @@ def cache_load_time(p: c.Point, tp):
     sc = p.sc
     i_q = jnp.where(sc.mean_mode, sc.input_len, qu.lognormal_quantile(sc.input_len, sc.input_cv, c.normal_z(sc)))
     # Divided in turn, never by tp * bandwidth: at NO_LINK_LIMIT a zero tangent of tp would give 0 * inf = NaN.
-    return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.fp8) / tp / sc.cache_load_bandwidth
+    return sc.cache_hit * i_q * lat.kv_bytes_per_token(p.model, sc.kv_fp8) / tp / sc.cache_load_bandwidth
 
 
 def prefill_rate_upper(p: c.Point, tp, overlap, link, prims: c.Primitives | None = None):
