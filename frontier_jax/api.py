@@ -14,7 +14,7 @@ import xarray as xr
 from .costmodel import inputs
 from .costmodel import latency as lat
 from .costmodel.arch.closed_loop import closed_loop as _closed_loop
-from .costmodel.catalog import load_hardware, load_model, precision_flag
+from .costmodel.catalog import kv_precision_flag, load_hardware, load_model, precision_flag
 from .costmodel.cost import evaluate_point
 from .costmodel.search import searched_overlaps
 from .costmodel.types import ARCHS, Point, Scenario, SearchSpace
@@ -295,9 +295,8 @@ def sweep(spec, out=None, *, overwrite=False, resume=False, chunk=None, progress
 
 def _resolve(hardware, model, engine, precision, kv_precision=None):
     """(Hardware, Model, engine terms, FP8 flag of the weights, FP8 flag of the KV cache)."""
-    fp8 = precision_flag(precision)
-    kv = fp8 if kv_precision is None else precision_flag(kv_precision)
-    return load_hardware(hardware), load_model(model), inputs.engine_efficiency(engine), fp8, kv
+    return (load_hardware(hardware), load_model(model), inputs.engine_efficiency(engine), precision_flag(precision),
+            kv_precision_flag(precision, kv_precision))
 
 
 def prefill_time(hardware, model, tokens, tp, batch=1, *, engine="current", precision="bf16", kv_precision=None):

@@ -330,8 +330,13 @@ def stacked_efficiency(engines=("current", "vllm-2023"), used=None) -> Efficienc
     return form(*(jnp.stack(xs) for xs in zip(*effs)))
 
 
-def precision_flag(precision: str) -> float:
-    """1.0 for FP8 weights and KV, 0.0 for BF16."""
+def precision_flag(precision: str, what: str = "precision") -> float:
+    """1.0 for FP8, 0.0 for BF16 (`what` names the input in the error)."""
     if precision not in PRECISIONS:
-        raise FrontierError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        raise FrontierError(f"unknown {what} {precision!r}; known: {', '.join(PRECISIONS)}")
     return 1.0 if precision == "fp8" else 0.0
+
+
+def kv_precision_flag(precision: str, kv_precision: str | None = None) -> float:
+    """The KV cache's FP8 flag: `kv_precision`'s, or the weights' `precision`'s where it is None."""
+    return precision_flag(precision) if kv_precision is None else precision_flag(kv_precision, "kv_precision")

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import FrontierError
 from ..runner.spec import MAX_INTEGER, MAX_MAGNITUDE, MIN_MAGNITUDE
-from .catalog import ENGINES, load_efficiency, load_hardware, load_model, precision_flag
+from .catalog import ENGINES, kv_precision_flag, load_efficiency, load_hardware, load_model, precision_flag
 from .queueing import DISPATCHES
 from .types import AUTO_DISPATCH, NO_LINK_LIMIT, Demand, Efficiency, Point, Scenario
 # Contract bounds are in seconds. A TTFT bound over 10 minutes or a TPOT bound over 10 s is almost surely a value in
@@ -105,7 +105,7 @@ def build(hardware, model, *, input_len, output_len, ttft, tpot, percentile=0.99
     md = load_model(model)
     eff = engine_efficiency(engine)
     fp8 = precision_flag(precision)
-    kv_fp8 = fp8 if kv_precision is None else precision_flag(kv_precision)
+    kv_fp8 = kv_precision_flag(precision, kv_precision)
     q, mean_mode = percentile_value(percentile)
     values = dict(
         input_len=check_number("input_len", input_len), output_len=check_number("output_len", output_len),

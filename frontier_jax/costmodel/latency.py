@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from . import kernels as kn
 from . import operations as ops
-from .types import Efficiency, Hardware, KernelEngine, Model
+from .types import Efficiency, Hardware, KernelEngine, Model, kv_flag
 
 ACTIVATION_BYTES = 2.0  # bf16 activations in the TP all-reduce
 
@@ -38,11 +38,6 @@ def weight_bytes(model: Model, fp8=0.0):
 def kv_bytes_per_token(model: Model, kv_fp8=0.0):
     """K and V for every layer: 2 * layers * kv_heads * head_dim * bytes per element (1 in an FP8 cache)."""
     return 2.0 * model.layers * model.kv_heads * model.head_dim * (2.0 - kv_fp8)
-
-
-def kv_flag(fp8, kv_fp8=None):
-    """The KV cache's FP8 flag: `kv_fp8`, or the weights' `fp8` where it is None."""
-    return fp8 if kv_fp8 is None else kv_fp8
 
 
 def linear_flops_per_token(model: Model):

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from . import kernels as kn
-from .types import Hardware, Model
+from .types import Hardware, Model, kv_flag
 
 
 class OpTimes(NamedTuple):
@@ -102,7 +102,7 @@ def iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, prefill_seqs, p
     GEMMs; `kv_fp8` (None: as `fp8`): the attention kernels read an FP8 KV cache."""
     t = prefill_seqs * prefill_tokens + decode_seqs
     heads = heads_per_gpu(model, tp)
-    kv = fp8 if kv_fp8 is None else kv_fp8
+    kv = kv_flag(fp8, kv_fp8)
     qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
     ctx = _context(hw, model, fit, heads, prefill_seqs, prefill_tokens, prefix, kv)
     gen = _generation(hw, model, fit, heads, decode_seqs, context, kv)
@@ -116,7 +116,7 @@ def pieces_iteration_ops(hw: Hardware, model: Model, fit: kn.KernelSet, seqs, to
     of `tokens[..., j]` new tokens after `prefix[..., j]` cached ones each (several prompts in one chunk: each
     piece's attention is its own, the GEMMs see the iteration's total)."""
     t = jnp.sum(seqs * tokens, axis=-1) + decode_seqs
-    kv = fp8 if kv_fp8 is None else kv_fp8
+    kv = kv_flag(fp8, kv_fp8)
     qkv, out, gate_up, down, lm = _token_ops(hw, model, fit, t, sampled, tp, fp8)
     hq, hkv = heads_per_gpu(model, tp)
     ctx = jnp.sum(_context(hw, model, fit, (jnp.asarray(hq)[..., None], jnp.asarray(hkv)[..., None]), seqs, tokens,

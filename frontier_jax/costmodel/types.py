@@ -100,6 +100,11 @@ class KernelEngine(NamedTuple):
 MODEL_FIELDS = Model._fields
 
 
+def kv_flag(fp8, kv_fp8=None):
+    """The KV cache's FP8 flag: `kv_fp8`, or the weights' `fp8` where it is None."""
+    return fp8 if kv_fp8 is None else kv_fp8
+
+
 class Scenario(NamedTuple):
     """Workload and contract of one point (all arrays; bounds already multiplied by the SLO scale). Build it with
     `Scenario.build`, by keyword."""
@@ -132,7 +137,7 @@ class Scenario(NamedTuple):
         f = lambda x: jnp.asarray(x, dt)  # noqa: E731
         q = f(q)
         return cls(f(input_len), f(output_len), f(input_cv), f(output_cv), f(ttft), f(tpot), q, f(mean_mode),
-                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), f(fp8 if kv_fp8 is None else kv_fp8),
+                   f(arrival_ca2), f(kv_bandwidth), f(cache_hit), f(fp8), f(kv_flag(fp8, kv_fp8)),
                    f(cache_load_bandwidth), ndtri(q))
 
 
