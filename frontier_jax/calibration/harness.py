@@ -7,7 +7,9 @@ The closed-loop model (costmodel/arch/closed_loop.py) is a steady state: N reque
 out. A benchmark is not: its N clients start together on an empty server, and with equal prompt and output
 lengths they come back together, so prompts arrive in waves. This runs the benchmark itself against the
 simulator's chunked-prefill server (frontier_jax.sim.run_closed_loop): each client sends `rounds` requests back
-to back, the iterations priced by the measured kernels and the engine's fitted terms (nothing here is fitted).
+to back, the iterations priced by the measured kernels and the engine's fitted terms (nothing here is fitted),
+and the server's KV cache managed as vLLM V1 manages it (admission on a prompt's blocks, preemption of the newest
+running request when a decode needs a block: sim.run_closed_loop's kv_tokens).
 
 The runs do not record their harness. The defaults are what their source publishes: AIConfigurator's generated
 benchmark (`aiperf --concurrency N --num-requests 20 N --warmup-request-count 2 N`, a warmup that ends before
@@ -40,7 +42,7 @@ from .fit import run_kv_precision
 HARDWARE = "h100-80gb-sxm"
 CHUNK = 8192         # vLLM's default max_num_batched_tokens, OpenAI server, GPUs of >= 70 GiB other than A100
 ROUNDS = 20          # AIConfigurator's benchmark: --num-requests 20 N at --concurrency N
-PIECES = 4           # distinct prompt pieces one iteration can carry (3 with equal prompt lengths)
+PIECES = 16          # distinct prompt pieces one iteration can carry (3 with equal prompt lengths; more with recomputations)
 LONG_PROMPT = 4000.0
 
 
@@ -78,11 +80,12 @@ def iteration_cost(model: str, precision: str, tp: int, eng):
     return cost
 
 
-def kv_batch(model: str, precision: str, tp: int, input_len: int, output_len: int) -> int:
-    """Requests whose whole KV (input + output tokens) fits on the TP group (vLLM's gpu_memory_utilization 0.9)."""
+def kv_tokens(model: str, precision: str, tp: int) -> int:
+    """The TP group's KV cache in tokens (vLLM's gpu_memory_utilization 0.9, in the run's cache precision), which the
+    simulated server manages as vLLM V1 does: admission on a prompt's blocks, preemption when a decode needs one."""
     cap = lat.kv_capacity_tokens(load_hardware(HARDWARE), load_model(model), float(tp), precision_flag(precision),
                                  kv_fp8=precision_flag(run_kv_precision(model, precision)))
-    return max(1, int(float(cap) // (input_len + output_len)))
+    return int(float(cap))
 
 
 def simulate_runs(d: pd.DataFrame, engines, chunk=CHUNK, rounds=ROUNDS, burst=True, warmup=0) -> pd.DataFrame:
@@ -93,8 +96,7 @@ def simulate_runs(d: pd.DataFrame, engines, chunk=CHUNK, rounds=ROUNDS, burst=Tr
         cost = iteration_cost(r.model, r.precision, int(r.tp), engines[i])
         res = run_closed_loop(cost, int(r.concurrency), int(r.input_len), int(r.output_len), int(chunk),
                               rounds=rounds, warmup=warmup, burst=burst,
-                              max_batch=kv_batch(r.model, r.precision, int(r.tp), int(r.input_len),
-                                                 int(r.output_len)))
+                              kv_tokens=kv_tokens(r.model, r.precision, int(r.tp)))
         ttft.append(res.mean_ttft * 1e3)
         tpot.append(res.mean_tpot * 1e3)
     out["ttft_sim"], out["tpot_sim"] = ttft, tpot
