@@ -173,7 +173,8 @@ def assumptions(hardware, model, *, engine="current", precision="bf16", percenti
 
 
 ASSUMPTION_KEYS = ("price", "price_units", "price_source", "price_date", "kv_bandwidth", "kv_bandwidth_units",
-                   "kv_bandwidth_source", "engine", "precision", "kv_precision", "percentile", "dispatch", "arrivals", "sizing",
+                   "kv_bandwidth_source", "engine", "precision", "kv_precision", "percentile", "dispatch", "arrivals",
+                   "sizing",
                    "latency_path")
 
 
@@ -190,7 +191,8 @@ def _prepare(hardware, model, kw):
     flat = jax.tree.map(lambda x: jnp.reshape(jnp.broadcast_to(x, shape), (-1,)), (point, demand, price_arr))
     attrs = {"title": "frontier-jax evaluation",
              **assumptions(hardware, model, engine=kw["engine"], precision=kw["precision"],
-                           kv_precision=kw.get("kv_precision"), percentile=kw["percentile"], dispatch=kw["dispatch"], arrival_ca2=kw["arrival_ca2"],
+                           kv_precision=kw.get("kv_precision"), percentile=kw["percentile"], dispatch=kw["dispatch"],
+                           arrival_ca2=kw["arrival_ca2"],
                            kv_bandwidth=kw["kv_bandwidth"], price=kw["price"], rate=kw["rate"]),
              "inputs": json.dumps(dict(hardware=str(hardware), model=str(model), engine=kw["engine"],
                                        precision=kw["precision"], kv_precision=kw.get("kv_precision"),
@@ -336,5 +338,6 @@ def closed_loop(hardware, model, input_len, output_len, concurrency, tp, *, engi
     flat = [jnp.broadcast_to(a, shape).ravel() for a in args]
     dt = flat[0].dtype
     as_dt = lambda tree: jax.tree.map(lambda x: jnp.asarray(x, dt), tree)  # noqa: E731
-    ttft, tpot, x = _closed_loop_batch(as_dt(hw), as_dt(md), as_dt(eff), jnp.asarray(fp8, dt), jnp.asarray(kv, dt), *flat)
+    ttft, tpot, x = _closed_loop_batch(as_dt(hw), as_dt(md), as_dt(eff), jnp.asarray(fp8, dt), jnp.asarray(kv, dt),
+                                       *flat)
     return ttft.reshape(shape), tpot.reshape(shape), x.reshape(shape)

@@ -39,7 +39,7 @@ def test_one_run_by_hand(runs):
     cycle = (184.59487421875 + 999 * 11.631857811811813) / 1e3
     assert r.bound_s == pytest.approx(bound, rel=1e-12)
     assert r.cycle_s == pytest.approx(cycle, rel=1e-12)
-    assert r.ratio == pytest.approx(0.986, abs=5e-4)
+    assert r.ratio == pytest.approx(bound / cycle, rel=1e-12) and bound / cycle > 0.95
 
 
 def test_the_tpot_misses_are_the_runs_at_their_bound(runs):
@@ -58,3 +58,11 @@ def test_a_smaller_token_budget_only_loosens_the_bound(runs):
     small = peak_bound.serving_bounds(2048.0)
     assert (small.bound_s <= runs.bound_s + 1e-12).all()
     assert set(small[small.ratio > 0.9].group) == {"qwen3-32b/fp8/TP1", "qwen3-32b/fp8/TP2"}
+
+
+@pytest.mark.parametrize("budget", ["100", "nan"])
+def test_a_budget_no_larger_than_the_runs_concurrency_is_one_line(budget, capsys):
+    with pytest.raises(SystemExit) as e:
+        peak_bound.main(["--budget", budget])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--budget" in err and "144" in err

@@ -190,7 +190,8 @@ def _errors(engine, eff, d):
     if not _serving(engine):
         return {"time": np.asarray(predict_iterations(eff, arrays)) / np.asarray(d["time"]) - 1.0}
     ttft, tpot = predict_serving(eff, arrays)
-    return {"ttft": np.asarray(ttft) / np.asarray(d["ttft"]) - 1.0, "tpot": np.asarray(tpot) / np.asarray(d["tpot"]) - 1.0}
+    return {"ttft": np.asarray(ttft) / np.asarray(d["ttft"]) - 1.0,
+            "tpot": np.asarray(tpot) / np.asarray(d["tpot"]) - 1.0}
 
 
 def report(engine, eff, logo_steps=300):

@@ -42,7 +42,7 @@ from .fit import run_kv_precision
 HARDWARE = "h100-80gb-sxm"
 CHUNK = 8192         # vLLM's default max_num_batched_tokens, OpenAI server, GPUs of >= 70 GiB other than A100
 ROUNDS = 20          # AIConfigurator's benchmark: --num-requests 20 N at --concurrency N
-PIECES = 16          # distinct prompt pieces one iteration can carry (3 with equal prompt lengths; more with recomputations)
+PIECES = 16          # distinct prompt pieces one iteration can carry (3 with equal lengths; more with recomputations)
 LONG_PROMPT = 4000.0
 
 

@@ -10,7 +10,7 @@ client's own). An iteration runs its kernels one after another on one stream; it
 the GEMMs take at least max(w, g_i). The decodes' attention is a kernel of its own that reads their KV cache at
 most at peak bandwidth. Summed over the cycle's iterations, with at most |P| of them carrying prompt tokens:
 
-    cycle >= (O - |P|) w + G + KV / HBM,    G = N 2 p_linear I / (tp F),    KV = N [(O - 1) I + (O - 1)(O - 2) / 2] kv / tp
+    cycle >= (O - |P|) w + G + KV / HBM,  G = N 2 p_linear I / (tp F),  KV = N [(O - 1) I + (O - 1)(O - 2) / 2] kv / tp
 
 (p_linear the parameters of the projections, MLP and LM head, kv the cache's bytes per token). vLLM schedules the
 waiting prompts first come, first served into a token budget B shared with the N or fewer running decodes, so a
@@ -93,6 +93,9 @@ def main(argv=None) -> int:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=8192.0, help="the server's token budget per iteration")
     a = p.parse_args(argv)
+    most = int(pd.read_csv(data_file("measured_serving_current.csv")).concurrency.max())
+    if not a.budget > most:
+        p.exit(2, f"error: --budget {a.budget:g} must exceed the runs' largest concurrency, {most}\n")
     print(report(a.budget))
     return 0
 

@@ -157,7 +157,8 @@ def point_inputs(pts: dict, tables) -> tuple:
     v.update({k: x.astype(dt) for k, x in pts.items() if k not in CATEGORICAL})
     v["q"] = v.pop("percentile")
     v["kv_bandwidth"] = v["kv_bandwidth"] if "kv_bandwidth" in pts else hw.nic_bandwidth
-    v.update(mean_mode=jnp.zeros((n,), dt), fp8=fp8, kv_fp8=kv_fp8, n_prefill=jnp.zeros((n,), dt), n_decode=jnp.zeros((n,), dt))
+    v.update(mean_mode=jnp.zeros((n,), dt), fp8=fp8, kv_fp8=kv_fp8, n_prefill=jnp.zeros((n,), dt),
+             n_decode=jnp.zeros((n,), dt))
     v["dispatch"] = (pts["dispatch"].astype(dt) - 1.0) if "dispatch" in pts else jnp.full((n,), -1.0, dt)
     point, demand, _ = assemble(hw, md, eff, v)
     return point, demand, hw.price * v["price_scale"]
