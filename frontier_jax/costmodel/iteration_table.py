@@ -96,17 +96,34 @@ def lookup(step, values, x):
     return _interpolate(at, x, values)[0]
 
 
-CELLS_PER_OCTAVE = 32  # of the knot index: cell floor(32 log2 count) holds few knots, so few compares find one
+CELL_BITS = 5  # the knot index's cells: 2^5 per octave of the count, uniform within it, so few compares find a knot
+
+
+def _cell_edges(cells: int) -> np.ndarray:
+    """The counts where cells 0, ..., cells begin: cell c spans 2^o (1 + t / 2^CELL_BITS) to the next, o = c >>
+    CELL_BITS, t its low bits (what `_cell` reads off a float's exponent and leading mantissa bits)."""
+    c = np.arange(cells + 1)
+    return 2.0 ** (c >> CELL_BITS) * (1.0 + (c & (2**CELL_BITS - 1)) / 2.0**CELL_BITS)
+
+
+def _cell(x):
+    """The cell of counts x >= 1 (`_cell_edges`): the float's unbiased exponent and its CELL_BITS leading mantissa
+    bits, read from its bits (a shift and a subtraction, where floor(log2(x)) would cost a logarithm)."""
+    if x.dtype == jnp.float64:
+        bits, mantissa, bias = jax.lax.bitcast_convert_type(x, jnp.int64), 52, 1023
+    else:
+        bits, mantissa, bias = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32), 23, 127
+    return ((bits >> (mantissa - CELL_BITS)) - (bias << CELL_BITS)).astype(jnp.int32)
 
 
 @functools.lru_cache(maxsize=1)
 def _knot_index():
     """The static index that finds a count's knot interval with one gather and a few compares instead of a search
-    over every knot: a row per cell, its first knot index j0 (as a float) and the knots j0, ..., j0 + extra + 1
-    (clamped to the last), extra the most knots inside one cell."""
+    over every knot: a row per cell (`_cell_edges`), its first knot index j0 (as a float) and the knots j0, ...,
+    j0 + extra + 1 (clamped to the last), extra the most knots inside one cell."""
     k = count_knots()
-    cells = int(np.ceil(CELLS_PER_OCTAVE * np.log2(k[-1]))) + 1
-    edges = 2.0 ** (np.arange(cells + 1) / CELLS_PER_OCTAVE)
+    cells = (int(np.floor(np.log2(k[-1]))) + 1) << CELL_BITS
+    edges = _cell_edges(cells)
     start = np.clip(np.searchsorted(k, edges[:-1], side="right") - 1, 0, k.size - 2)
     extra = int(max((np.searchsorted(k, edges[1:], side="left") - 1 - start).max(), 0))
     near = k[np.minimum(start[:, None] + np.arange(extra + 2), k.size - 1)]
@@ -119,8 +136,8 @@ def _at(count, *tables):
     last = count_knots().size - 2
 
     def at(x):
-        cell = jnp.clip(jnp.floor(CELLS_PER_OCTAVE * jnp.log2(jnp.maximum(x, 1.0))), 0, rows.shape[0] - 1)
-        row = jnp.asarray(rows, x.dtype)[cell.astype(jnp.int32)]  # (..., extra + 3)
+        cell = jnp.clip(_cell(jnp.maximum(x, 1.0)), 0, rows.shape[0] - 1)
+        row = jnp.asarray(rows, x.dtype)[cell]  # (..., extra + 3)
         j0 = row[..., 0].astype(jnp.int32)
         j = jnp.minimum(j0 + sum((row[..., 1 + t] <= x).astype(jnp.int32) for t in range(1, extra + 1)), last)
         o = j - j0
@@ -178,14 +195,15 @@ def context_seconds(p: Point, tp, tokens, prefix, table: IterationTable | None =
                     length: kn.PreparedContext | None = None):
     """Every layer's causal attention of one prompt chunk of `tokens` new tokens after `prefix` cached ones (its
     residual from the table's cut where given, or from its total length's `length_terms` where known: the same
-    number)."""
-    hq, hkv = ops.heads_per_gpu(p.model, tp)
+    number, the length then taken to be tokens + prefix and `prefix` not read)."""
     on = tokens > 0
-    kern, safe = kn.kernel_set(p.hw), jnp.where(on, tokens, 1.0)
-    args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.kv_fp8)
+    safe = jnp.where(on, tokens, 1.0)
     if length is not None:
-        t = kn.context_seconds_prepared(length, p.hw, *args)
-    elif table is None:
+        return jnp.where(on, p.model.layers * kn.context_seconds_prepared(length, safe), 0.0)
+    hq, hkv = ops.heads_per_gpu(p.model, tp)
+    kern = kn.kernel_set(p.hw)
+    args = (safe, prefix, hq, hkv, p.model.head_dim, p.sc.kv_fp8)
+    if table is None:
         t = kn.context_seconds(kern, p.hw, 1.0, *args)
     else:
         t = kn.context_seconds_on_slice(kern, p.hw, table.context_cut, *args)

@@ -325,18 +325,25 @@ def context_length_efficiency(kern: KernelSet, hw: Hardware, length, heads, kv_h
 
 
 class PreparedContext(NamedTuple):
-    """What one prompt's prefill attention (batch 1) reads of its total length, GPU and precision, prepared once:
-    the fitted form's constants in logs and the residual as a factor, so that any split of the length into new
-    and cached tokens costs two logs and four exponentials or logs (context_seconds_prepared), not the form's
-    dozen, inside a rate solver's loop."""
+    """One prompt's prefill attention (batch 1) at a given total length L on a GPU, precision and head count,
+    prepared once as a function of the split alone: r new tokens after L - r cached ones take
+
+        (t0 + smoothmax_p(compute r (2 L - r), (bytes_fixed + bytes_per_token r) / memory_efficiency)) factor,
+
+    the fitted form (`base_seconds`) with its constants, its compute efficiency at L and its residual at L
+    (`factor`) folded in. Inside a rate solver's loop a split then costs two logarithms and four exponentials or
+    logarithms of its own arguments, none of the GPU's, the model's or the fit's (context_seconds_prepared)."""
 
     t0: jax.Array
     p: jax.Array
-    log_compute: jax.Array   # log(peak FLOP/s x compute efficiency at this length)
-    log_memory: jax.Array    # log(bandwidth x asymptotic memory efficiency)
-    log_m_scale: jax.Array   # log of the memory efficiency's half-saturation bytes
-    m_exp: jax.Array         # its exponent
-    factor: jax.Array        # exp(residual at this length)
+    twice_length: jax.Array     # 2 L, tokens
+    compute: jax.Array          # s per token pair: 2 heads head_dim / (peak FLOP/s x compute efficiency at L)
+    bytes_fixed: jax.Array      # the KV cache of the L tokens, bytes
+    bytes_per_token: jax.Array  # the output of one new token, bytes
+    log_memory: jax.Array       # log(bandwidth x asymptotic memory efficiency)
+    log_m_scale: jax.Array      # log of the memory efficiency's half-saturation bytes
+    m_exp: jax.Array            # its exponent
+    factor: jax.Array           # exp(residual at L)
 
 
 def prepare_context(kern: KernelSet, hw: Hardware, residual, length, heads, kv_heads, head_dim,
@@ -348,20 +355,24 @@ def prepare_context(kern: KernelSet, hw: Hardware, residual, length, heads, kv_h
     shape = jnp.shape(log_ec)
     b = lambda v: jnp.broadcast_to(v, shape)  # noqa: E731
     assert len(MEMORY_FEATURES["context_attention"]) == 1  # context_seconds_prepared writes out one
-    return PreparedContext(b(fit.t0), b(fit.p), b(jnp.log(hw.bf16_flops) + log_ec),  # context_terms' peak
-                           b(jnp.log(hw.hbm_bandwidth) + jnp.log(fit.eta_m)), b(jnp.log(fit.m_scale[..., 0])),
-                           b(fit.m_exp[..., 0]), b(jnp.exp(residual)))
+    # context_terms at batch 1, written in the new tokens r with prefix = L - r: flops 2 h d r (2 L - r), bytes
+    # (2 - fp8) 2 kv_heads d L + OUT_BYTES 2 h d r
+    zero_tokens = context_terms(hw, 1.0, 0.0, length, heads, kv_heads, head_dim, fp8)[1]
+    per_token = OUT_BYTES * 2.0 * heads * head_dim
+    return PreparedContext(b(fit.t0), b(fit.p), b(2.0 * length),
+                           b(2.0 * heads * head_dim / hw.bf16_flops * jnp.exp(-log_ec)),  # context_terms' peak
+                           b(zero_tokens), b(per_token), b(jnp.log(hw.hbm_bandwidth) + jnp.log(fit.eta_m)),
+                           b(jnp.log(fit.m_scale[..., 0])), b(fit.m_exp[..., 0]), b(jnp.exp(residual)))
 
 
-def context_seconds_prepared(prep: PreparedContext, hw: Hardware, tokens, prefix, heads, kv_heads, head_dim,
-                             fp8=0.0):
-    """context_seconds_with_residual of a split (tokens new after prefix cached) of a prepared length: the same
-    form, base_seconds with its one memory feature written out."""
-    flops, nbytes = context_terms(hw, 1.0, tokens, prefix, heads, kv_heads, head_dim, fp8)[:2]
+def context_seconds_prepared(prep: PreparedContext, tokens):
+    """context_seconds_with_residual of `tokens` new tokens after the rest of a prepared length: the same form,
+    base_seconds with its one memory feature written out."""
+    nbytes = prep.bytes_fixed + prep.bytes_per_token * tokens
     log_bytes = jnp.log(nbytes)
     # log memory efficiency = log eta_m + log_sigmoid(a (log bytes - log s)) = log eta_m - log1p((s / bytes)^a)
     log_m = log_bytes - prep.log_memory + jnp.log1p(jnp.exp(prep.m_exp * (prep.log_m_scale - log_bytes)))
-    log_c = jnp.log(jnp.maximum(flops, 1e-30)) - prep.log_compute
+    log_c = jnp.log(jnp.maximum(prep.compute * tokens * (prep.twice_length - tokens), 1e-30))
     return (prep.t0 + jnp.exp(jnp.logaddexp(prep.p * log_c, prep.p * log_m) / prep.p)) * prep.factor
 
 
