@@ -108,6 +108,28 @@ def test_chunked_latency_from_tables_matches_the_direct_composition(monkeypatch,
 
 
 
+def test_the_last_chunks_padding_to_simd_lanes_leaves_the_latency_unchanged(monkeypatch):
+    """The TTFT's last chunk runs at its lengths padded to chunked.LANES (a speed measure, docs/performance.md "SIMD
+    lanes"): the padding is cut off before it is read, so TTFT and TPOT equal those of the unpadded lengths."""
+    p = _point("h200-141gb-sxm", "llama-3.1-70b", "bf16", 3000.0, 250.0)
+    p = p._replace(sc=p.sc._replace(input_cv=jnp.asarray(0.8), cache_hit=jnp.asarray(0.2)))
+    lengths = chunked.ttft_lengths(p)[0]
+    padded = chunked._lanes(lengths)
+    assert padded.shape[-1] % chunked.LANES == 0 and padded.shape[-1] > lengths.shape[-1]
+    np.testing.assert_array_equal(np.asarray(padded[..., lengths.shape[-1]:]), float(lengths[..., 0]))
+
+    def run():
+        rates = jnp.asarray([0.05, 0.2]) * chunked.rate_upper(p, 2.0, 1024.0)
+        out = jax.vmap(lambda r: chunked.latency(p, 2.0, 1024.0, r))(rates)
+        return np.asarray(out.ttft), np.asarray(out.tpot)
+
+    padded_run = run()
+    monkeypatch.setattr(chunked, "LANES", 1)
+    for a, b in zip(padded_run, run()):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
 def test_arch_functions_take_precomputed_primitives():
     """Each architecture's latency and upper rate given a configuration's Primitives (computed once, outside the
     rate solver) equal the same functions computing them inside."""
