@@ -30,7 +30,7 @@ LANES = 8  # SIMD lanes of float64 (AVX-512; two AVX2 vectors)
 def _lanes(v):
     """v with its last axis padded to a multiple of LANES by copies of its first entry. XLA's CPU loops vectorise
     the last axis: one of 6 entries runs 2 of them outside the vectors, and a log or exp there costs several times
-    one inside (measured: the last chunk's attention at the 6 TTFT lengths 74 ns per entry, 32 ns at 8)."""
+    one inside (the last chunk's attention, benchmarks/simd_lanes.py: about 75 ns per entry at 6, 42-55 at 8)."""
     n = v.shape[-1]
     pad = -n % LANES
     return jnp.concatenate([v] + [v[..., :1]] * pad, axis=-1) if pad else v
