@@ -260,10 +260,14 @@ def test_decode_side_links_are_not_overloaded_at_any_root(base):
     for h, hw in enumerate(base["hardware"].values):
         r = base.isel(hardware=h)
         ok = np.isin(r["solver_outcome"].values, [int(CONVERGED), int(KINK)])
+        if not ok.any():
+            continue
         i, t = np.meshgrid(r["input_len"].values, r["tpot"].values, indexing="ij")
-        ds = fj.evaluate(str(hw), "llama-3.1-70b", input_len=i[ok], output_len=256.0, ttft=4.0, tpot=t[ok],
-                         kv_bandwidth=r["breakeven_kv_bandwidth"].values[ok])
-        u = ds["kv_receive_utilization"].sel(arch="disaggregated").values
+        # every GPU's roots padded to the grid's size with copies of its first: one shape, one compile of evaluate
+        take = np.concatenate([np.flatnonzero(ok), np.full(ok.size - ok.sum(), np.argmax(ok.ravel()))])
+        ds = fj.evaluate(str(hw), "llama-3.1-70b", input_len=i.ravel()[take], output_len=256.0, ttft=4.0,
+                         tpot=t.ravel()[take], kv_bandwidth=r["breakeven_kv_bandwidth"].values.ravel()[take])
+        u = ds["kv_receive_utilization"].sel(arch="disaggregated").values[: ok.sum()]
         assert np.all(np.isfinite(u)) and np.all(u < 1.0), (hw, u)
         checked += u.size
     assert checked >= 15
